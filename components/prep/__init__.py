@@ -1,0 +1,5 @@
+"""The prep component."""
+
+from kfkit.components.prep.component import prep
+
+__all__ = ["prep"]

@@ -1,0 +1,5 @@
+"""The publish component."""
+
+from kfkit.components.publish.component import publish
+
+__all__ = ["publish"]

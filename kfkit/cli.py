@@ -1,0 +1,246 @@
+"""The ``kfkit`` command line: run the pipeline locally, serve a version, compile for a cluster."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+from kfkit import __version__
+from kfkit.errors import KfkitError
+
+__all__ = ["main", "build_parser"]
+
+_OVERRIDES_HELP = (
+    "Hydra overrides, KEY=VALUE or GROUP=OPTION, e.g. training.epochs=3 dataset=synthetic_fraud "
+    "dataset.n_rows=100000 serving.http_port=9080"
+)
+
+
+def _config_epilog() -> str:
+    from kfkit.config import CONFIG_DIR
+
+    lines = ["config groups (pick one with GROUP=OPTION; defaults in configs/config.yaml):"]
+    for group in sorted(p for p in CONFIG_DIR.iterdir() if p.is_dir() and not p.name.startswith("_")):
+        options = sorted(f.stem for f in group.glob("*.yaml"))
+        if options:
+            lines.append(f"  {group.name:<11} {', '.join(options)}")
+    lines += [
+        "",
+        "every key is documented in kfkit/config.py; `kfkit config [OVERRIDES]` prints the composed config.",
+    ]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="kfkit",
+        description="kfkit: Kubeflow Pipelines + KServe deployment kit. Train, evaluate, publish and serve a "
+        "tabular model, on this machine (kfp.local) or on a Kubeflow cluster.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"kfkit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser(
+        "run",
+        help="run the whole pipeline locally and serve the model",
+        description="Run prep -> train (torchrun DDP) -> evaluate -> publish -> deploy -> smoke test on kfp.local, "
+        "then keep the KServe endpoint up until Ctrl-C.",
+        epilog=_config_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("--no-serve", action="store_true", help="stop the model server once the smoke test passed")
+    run.add_argument("--summary-json", metavar="PATH", help="write the run summary (model, version, metrics, URLs)")
+    run.add_argument("overrides", nargs="*", metavar="OVERRIDE", help=_OVERRIDES_HELP)
+
+    serve = sub.add_parser(
+        "serve",
+        help="serve a published version with the KServe model server",
+        description="Serve a registry version over KServe V1 REST, Open Inference Protocol V2 REST and V2 gRPC. "
+        "The files are checked against the version's sha256 manifest before loading.",
+    )
+    serve.add_argument("--model-uri", required=True, help="version URI printed by `kfkit run`, e.g. file:///…/registry/NAME/1")
+    serve.add_argument("--model-name", help="endpoint name (default: the name stored with the model)")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    serve.add_argument("--http-port", type=int, default=8080, help="REST port (default 8080)")
+    serve.add_argument("--grpc-port", type=int, default=8081, help="V2 gRPC port (default 8081)")
+
+    comp = sub.add_parser(
+        "compile",
+        help="compile the pipeline to IR YAML for Kubeflow Pipelines",
+        description="Write the pipeline as KFP IR YAML, with the composed config as the default `config` parameter. "
+        "Upload it in the Kubeflow Pipelines UI or with kfp.Client().create_run_from_pipeline_package.",
+        epilog=_config_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    comp.add_argument("-o", "--output", default="kfkit-training.yaml", help="output file (default kfkit-training.yaml)")
+    comp.add_argument("overrides", nargs="*", metavar="OVERRIDE", help=_OVERRIDES_HELP)
+
+    show = sub.add_parser(
+        "config",
+        help="print the composed config",
+        description="Print the config a run would use, after applying overrides.",
+        epilog=_config_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    show.add_argument("overrides", nargs="*", metavar="OVERRIDE", help=_OVERRIDES_HELP)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``kfkit`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return {"run": _run, "serve": _serve, "compile": _compile, "config": _show_config}[args.command](args)
+    except KfkitError as e:
+        print(f"kfkit {args.command}: error: {e}", file=sys.stderr)
+        return 2 if e.status_code == 400 else 1
+    except KeyboardInterrupt:
+        print(f"kfkit {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _compose(overrides: list[str]):
+    from dataclasses import replace
+
+    from kfkit.config import compose
+    from kfkit.registry import root_path
+
+    cfg = compose(overrides)
+    # Steps run in other processes (and other directories on a cluster): pass absolute paths.
+    work_dir = Path(cfg.work_dir).expanduser().resolve()
+    registry = cfg.registry
+    if registry.uri.startswith("file://") or "://" not in registry.uri:
+        registry = replace(registry, uri=root_path(registry.uri).as_uri())
+    return replace(cfg, work_dir=str(work_dir), registry=registry)
+
+
+def _preflight(cfg) -> None:
+    """Fail in a second, not after training, on problems that are visible up front."""
+    from kfkit.errors import DatasetError
+    from kfkit.serving.local import ensure_ports_free
+
+    if cfg.dataset.kind == "csv" and not Path(cfg.dataset.path).expanduser().is_file():
+        raise DatasetError(
+            f"dataset.path={cfg.dataset.path!r} does not exist; pass dataset.path=/path/to/data.csv (or .parquet)"
+        )
+    ensure_ports_free(cfg.serving.host, [cfg.serving.http_port, cfg.serving.grpc_port])
+
+
+def _run(args: argparse.Namespace) -> int:
+    from kfkit.pipelines.local import run_local
+    from kfkit.serving.local import LocalEndpoint, stop_server
+
+    cfg = _compose(args.overrides)
+    _preflight(cfg)
+    print(f"kfkit run: {cfg.model.name} on {cfg.dataset.kind}, {cfg.training.epochs} epochs x "
+          f"{cfg.training.nproc} process(es); outputs in {cfg.work_dir}", flush=True)  # fmt: skip
+    started = time.time()
+    try:
+        summary = run_local(cfg)
+    except BaseException:
+        _stop_servers_started_since(Path(cfg.work_dir), started)
+        raise
+    endpoint = LocalEndpoint.from_dict(summary["endpoint"])
+    summary["seconds"] = round(time.time() - started, 1)
+    if args.summary_json:
+        Path(args.summary_json).write_text(json.dumps(summary, indent=2) + "\n")
+    _print_summary(summary)
+    if args.no_serve:
+        stop_server(endpoint)
+        print("kfkit run: server stopped (--no-serve)")
+        return 0
+    print("\nServing until Ctrl-C ...", flush=True)
+    _wait_for_interrupt(endpoint.pid)
+    stop_server(endpoint)
+    print("kfkit run: server stopped")
+    return 0
+
+
+def _print_summary(summary: dict) -> None:
+    metrics = "  ".join(f"{k} {v:.4f}" for k, v in summary["test_metrics"].items())
+    print(
+        f"\n{summary['model_name']} version {summary['version']}  ({summary['seconds']} s)\n"
+        f"  registry  {summary['model_uri']}\n"
+        f"  test      {metrics}\n"
+        f"  V1 REST   {summary['urls']['v1_predict']}\n"
+        f"  V2 REST   {summary['urls']['v2_infer']}\n"
+        f"  V2 gRPC   {summary['urls']['grpc']}\n"
+        f"\nTry it:\n  {summary['curl']}"
+    )
+
+
+def _wait_for_interrupt(pid: int) -> None:
+    """Block until Ctrl-C or SIGTERM, or until the server process exits on its own."""
+    import os
+
+    stop = False
+
+    def _handler(signum, frame):  # noqa: ARG001
+        nonlocal stop
+        stop = True
+
+    previous = signal.signal(signal.SIGTERM, _handler)
+    try:
+        while not stop:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                print("kfkit run: the model server exited; see its log", file=sys.stderr)
+                return
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_servers_started_since(work_dir: Path, since: float) -> None:
+    """A run that failed after deploy must not leave its server holding the ports."""
+    from kfkit.serving.local import LocalEndpoint, stop_server
+
+    for path in (work_dir / "pipeline_root").glob("*/deploy/endpoint"):
+        if path.is_file() and path.stat().st_mtime >= since:
+            try:
+                stop_server(LocalEndpoint.from_dict(json.loads(path.read_text())))
+            except (ValueError, KeyError, OSError):
+                continue
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from kfkit.serving.server import main as serve_main
+
+    argv = ["--model-uri", args.model_uri, "--http_port", str(args.http_port), "--grpc_port", str(args.grpc_port)]
+    if args.model_name:
+        argv += ["--model-name", args.model_name]
+    if args.host:
+        argv += ["--host", args.host]
+    return serve_main(argv)
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from kfkit.config import to_dict
+    from kfkit.pipelines.compile import compile_pipeline
+
+    cfg = _compose(args.overrides)
+    out = compile_pipeline(args.output, to_dict(cfg))
+    print(f"kfkit compile: wrote {out}")
+    return 0
+
+
+def _show_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from kfkit.config import to_dict
+
+    print(yaml.safe_dump(to_dict(_compose(args.overrides)), sort_keys=False), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,322 @@
+"""Typed configuration: the dataclass schemas kfkit owns, and composing them with Hydra.
+
+YAML files under configs/ only select and override; every field, its type and its default live here.
+The composed config travels to pipeline components as a plain dict and is re-validated there with
+:func:`from_dict`, so a component run on a cluster checks exactly what a local run checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional
+
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from kfkit.errors import ConfigError
+
+__all__ = [
+    "DatasetConfig",
+    "ModelConfig",
+    "TrainingConfig",
+    "EvaluationConfig",
+    "RegistryConfig",
+    "ServingConfig",
+    "DriftConfig",
+    "DeployConfig",
+    "KfkitConfig",
+    "CONFIG_DIR",
+    "compose",
+    "from_dict",
+    "to_dict",
+]
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+DATASET_KINDS = ("breast_cancer", "synthetic_fraud", "csv")
+FRAMEWORKS = ("pytorch",)
+BACKENDS = ("auto", "gloo", "nccl")
+DEVICES = ("auto", "cpu", "cuda")
+DEPLOY_TARGETS = ("local", "kserve")
+
+
+@dataclass
+class DatasetConfig:
+    """Where the rows come from and how they are split."""
+
+    kind: str = MISSING
+    """One of breast_cancer, synthetic_fraud, csv."""
+    path: Optional[str] = None
+    """CSV or Parquet file, for kind=csv."""
+    label: str = "label"
+    """Binary target column (0/1); the positive class is 1."""
+    features: Optional[List[str]] = None
+    """Feature columns; None means every numeric column except label, entity and timestamp."""
+    entity_column: Optional[str] = None
+    """Entity id column (Feast join key), kept out of the features."""
+    timestamp_column: Optional[str] = None
+    """Event timestamp column (Feast), kept out of the features."""
+    model_name: str = MISSING
+    """Default name of models trained on this data (DNS-1123: lower case, digits, '-')."""
+    n_rows: int = 20_000
+    """Rows to generate, for kind=synthetic_fraud."""
+    positive_rate: float = 0.02
+    """Share of positive rows, for kind=synthetic_fraud."""
+    drift: float = 0.0
+    """Mean shift injected into some features (0 = none), for kind=synthetic_fraud."""
+    drop_na: bool = False
+    """Drop rows with missing values instead of failing."""
+    val_fraction: float = 0.15
+    """Share of rows held out for validation (early stopping, threshold choice)."""
+    test_fraction: float = 0.2
+    """Share of rows held out for the final test metrics."""
+    seed: int = 42
+    """Seed for generation and the stratified split."""
+
+
+@dataclass
+class ModelConfig:
+    """The network."""
+
+    name: str = "${dataset.model_name}"
+    """Registry and endpoint name of the model."""
+    framework: str = "pytorch"
+    """Training framework; pytorch today."""
+    hidden_dims: List[int] = field(default_factory=lambda: [64])
+    """Widths of the hidden layers of the MLP."""
+    dropout: float = 0.1
+    """Dropout after each hidden layer, during training only."""
+
+
+@dataclass
+class TrainingConfig:
+    """The optimisation loop and how it is launched."""
+
+    epochs: int = 60
+    """Passes over the training split."""
+    batch_size: int = 64
+    """Rows per step per process."""
+    learning_rate: float = 3e-3
+    """AdamW learning rate."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay."""
+    pos_weight: Optional[float] = None
+    """Weight of positive rows in the loss; None sets negatives/positives of the training split."""
+    nproc: int = 2
+    """Processes torchrun starts on this node (one per GPU on a GPU node)."""
+    backend: str = "auto"
+    """torch.distributed backend: auto (nccl on CUDA, gloo on CPU), gloo or nccl."""
+    device: str = "auto"
+    """auto (CUDA when present), cpu or cuda."""
+    seed: int = 42
+    """Seed for weight init and shuffling."""
+    log_every: int = 10
+    """Print a progress line every N epochs (and on the last)."""
+    timeout_s: int = 3600
+    """Fail the training step if torchrun runs longer than this."""
+
+
+@dataclass
+class EvaluationConfig:
+    """Test-set metrics."""
+
+    threshold: float = 0.5
+    """Probability at or above which a row is labelled positive."""
+
+
+@dataclass
+class RegistryConfig:
+    """Where published versions live."""
+
+    uri: str = "file://.kfkit/registry"
+    """Registry root: file://PATH (relative paths resolve against the working directory)."""
+
+
+@dataclass
+class ServingConfig:
+    """The local KServe model server."""
+
+    host: str = "127.0.0.1"
+    """Interface the local server binds to."""
+    http_port: int = 8080
+    """REST port (KServe V1 and Open Inference Protocol V2)."""
+    grpc_port: int = 8081
+    """Open Inference Protocol V2 gRPC port."""
+    startup_timeout_s: float = 120.0
+    """How long deploy waits for /v2/health/ready."""
+
+
+@dataclass
+class DriftConfig:
+    """Reference data published with each version for the drift detector."""
+
+    detector: str = "tabular"
+    """Detector kind the drift service builds (tabular = per-feature K-S tests)."""
+    p_val: float = 0.05
+    """Significance level of the drift test."""
+    reference_rows: int = 1000
+    """Training rows sampled as the drift reference."""
+    window_size: int = 100
+    """Requests per drift test window."""
+
+
+@dataclass
+class DeployConfig:
+    """Where the deploy step puts the model."""
+
+    target: str = "local"
+    """local (a KServe model server process on this machine) or kserve (an InferenceService)."""
+    namespace: str = "kfkit"
+    """Kubernetes namespace, for target=kserve."""
+    min_replicas: int = 1
+    """Knative autoscaling lower bound (0 allows scale to zero)."""
+    max_replicas: int = 3
+    """Knative autoscaling upper bound."""
+    image: str = "ghcr.io/kfkit/kfkit:0.1.0"
+    """Container image with kfkit installed, used by components and the serving runtime."""
+
+
+@dataclass
+class KfkitConfig:
+    """The whole run."""
+
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
+    deploy: DeployConfig = field(default_factory=DeployConfig)
+    work_dir: str = ".kfkit"
+    """Where runs keep their outputs, logs and server state."""
+
+
+def _register() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="kfkit_schema", node=KfkitConfig)
+
+
+def compose(overrides: list[str] | None = None, config_dir: Path | None = None) -> KfkitConfig:
+    """Compose configs/config.yaml with command-line overrides into a validated config.
+
+    Args:
+        overrides: Hydra overrides such as ``["training.epochs=3", "dataset=synthetic_fraud"]``.
+        config_dir: Folder holding config.yaml and its groups; defaults to kfkit's configs/.
+
+    Returns:
+        The typed, interpolated and validated configuration.
+
+    Raises:
+        ConfigError: an override names an unknown key or group option, or a value has the wrong type.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+
+    _register()
+    directory = Path(config_dir or CONFIG_DIR).resolve()
+    try:
+        with initialize_config_dir(config_dir=str(directory), version_base="1.3", job_name="kfkit"):
+            raw = hydra_compose(config_name="config", overrides=list(overrides or []))
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(_one_line(e)) from e
+    return from_dict(OmegaConf.to_container(raw, resolve=False))
+
+
+def from_dict(data: dict[str, Any]) -> KfkitConfig:
+    """Validate a plain dict (as it travels between pipeline steps) against the schema.
+
+    Raises:
+        ConfigError: unknown key, wrong type, missing required value, or an invalid choice.
+    """
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(KfkitConfig), data)
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        raise ConfigError(_one_line(e)) from e
+    assert isinstance(cfg, KfkitConfig)
+    validate(cfg)
+    return cfg
+
+
+def to_dict(cfg: KfkitConfig) -> dict[str, Any]:
+    """A JSON-ready dict of the config (what components receive).
+
+    Keys whose value is None are left out: a kfp struct parameter cannot hold null, and every
+    optional field defaults to None, so :func:`from_dict` restores them unchanged.
+    """
+    return _drop_none(dataclasses.asdict(cfg))
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value]
+    return value
+
+
+def validate(cfg: KfkitConfig) -> None:
+    """Check choices and ranges that a type alone does not catch.
+
+    Raises:
+        ConfigError: naming the key, the value, and what would be accepted.
+    """
+    _choice("dataset.kind", cfg.dataset.kind, DATASET_KINDS)
+    _choice("model.framework", cfg.model.framework, FRAMEWORKS)
+    _choice("training.backend", cfg.training.backend, BACKENDS)
+    _choice("training.device", cfg.training.device, DEVICES)
+    _choice("deploy.target", cfg.deploy.target, DEPLOY_TARGETS)
+    if cfg.dataset.kind == "csv" and not cfg.dataset.path:
+        raise ConfigError("dataset=csv needs a file: pass dataset.path=/path/to/data.csv (or .parquet)")
+    holdout = cfg.dataset.val_fraction + cfg.dataset.test_fraction
+    if not (0 < cfg.dataset.val_fraction < 1 and 0 < cfg.dataset.test_fraction < 1 and holdout < 0.9):
+        raise ConfigError(
+            f"dataset.val_fraction={cfg.dataset.val_fraction} and dataset.test_fraction="
+            f"{cfg.dataset.test_fraction} must each be in (0, 1) and leave at least 10% for training"
+        )
+    if not 0 < cfg.dataset.positive_rate < 1:
+        raise ConfigError(f"dataset.positive_rate={cfg.dataset.positive_rate} must be in (0, 1)")
+    for key, value in (
+        ("training.epochs", cfg.training.epochs),
+        ("training.batch_size", cfg.training.batch_size),
+        ("training.nproc", cfg.training.nproc),
+        ("dataset.n_rows", cfg.dataset.n_rows),
+    ):
+        if value < 1:
+            raise ConfigError(f"{key}={value} must be at least 1")
+    if not cfg.model.hidden_dims or min(cfg.model.hidden_dims) < 1:
+        raise ConfigError(f"model.hidden_dims={cfg.model.hidden_dims} needs one or more positive widths")
+    if not 0 <= cfg.model.dropout < 1:
+        raise ConfigError(f"model.dropout={cfg.model.dropout} must be in [0, 1)")
+    if not 0 < cfg.evaluation.threshold < 1:
+        raise ConfigError(f"evaluation.threshold={cfg.evaluation.threshold} must be in (0, 1)")
+    import re
+
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", cfg.model.name) or len(cfg.model.name) > 63:
+        raise ConfigError(
+            f"model.name={cfg.model.name!r} is not a valid Kubernetes name: use lower-case letters, "
+            "digits and '-', at most 63 characters (e.g. model.name=fraud-mlp)"
+        )
+    for key, port in (("serving.http_port", cfg.serving.http_port), ("serving.grpc_port", cfg.serving.grpc_port)):
+        if not 0 < port < 65536:
+            raise ConfigError(f"{key}={port} is not a TCP port (1-65535)")
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
+
+
+def _one_line(error: Exception) -> str:
+    """Hydra and OmegaConf put the useful part first and context on later lines; keep it short."""
+    text = str(error).strip()
+    cause = error.__cause__
+    if cause is not None and str(cause).strip() and str(cause).strip() not in text:
+        text = f"{text}: {str(cause).strip()}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    keep = [line for line in lines if not line.startswith(("object_type=", "Set the environment"))]
+    return "; ".join(keep) + "; see `kfkit run --help` for the config groups and keys"

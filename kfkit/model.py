@@ -1,0 +1,124 @@
+"""The tabular MLP, and its on-disk form: safetensors weights plus a JSON spec (never a pickle)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kfkit.errors import ModelLoadError
+
+if TYPE_CHECKING:  # torch is heavy: import it only where a model is built
+    import numpy as np
+    import torch
+
+__all__ = ["ModelSpec", "build_model", "save_model", "load_model", "predict_proba", "WEIGHTS_FILE", "SPEC_FILE"]
+
+WEIGHTS_FILE = "model.safetensors"
+SPEC_FILE = "model.json"
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to rebuild and call a saved model."""
+
+    name: str
+    """Registry and endpoint name."""
+    feature_names: list[str]
+    """Input columns, in the order the model expects them."""
+    hidden_dims: list[int]
+    """Hidden layer widths."""
+    dropout: float = 0.0
+    """Dropout used in training (inactive when serving)."""
+    threshold: float = 0.5
+    """Probability at or above which the predicted label is 1."""
+    label: str = "label"
+    """Name of the predicted column."""
+    framework: str = "pytorch"
+    """Framework that reads the weights."""
+    architecture: str = "mlp"
+    """Network family."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form provenance (dataset, epochs, kfkit version)."""
+
+    @property
+    def input_dim(self) -> int:
+        """Number of input features."""
+        return len(self.feature_names)
+
+
+def build_model(spec: ModelSpec) -> torch.nn.Module:
+    """A fresh (untrained) network for ``spec``; standardisation buffers start as identity."""
+    import torch
+    from torch import nn
+
+    class TabularMLP(nn.Module):
+        """Standardise, then Linear-ReLU-Dropout blocks, then one logit per row."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            # Buffers, not parameters: fitted on the training split, saved with the weights, so the
+            # served model takes raw features and no separate scaler can drift out of sync.
+            self.register_buffer("feature_mean", torch.zeros(spec.input_dim))
+            self.register_buffer("feature_std", torch.ones(spec.input_dim))
+            layers: list[nn.Module] = []
+            width = spec.input_dim
+            for hidden in spec.hidden_dims:
+                layers += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(spec.dropout)]
+                width = hidden
+            layers.append(nn.Linear(width, 1))
+            self.net = nn.Sequential(*layers)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net((x - self.feature_mean) / self.feature_std).squeeze(-1)
+
+    return TabularMLP()
+
+
+def save_model(model: torch.nn.Module, spec: ModelSpec, out_dir: str | Path) -> Path:
+    """Write ``model.safetensors`` and ``model.json`` into ``out_dir`` and return it."""
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / WEIGHTS_FILE), metadata={"kfkit_spec": SPEC_FILE})
+    (out / SPEC_FILE).write_text(json.dumps(asdict(spec), indent=2, sort_keys=True) + "\n")
+    return out
+
+
+def load_model(model_dir: str | Path) -> tuple[torch.nn.Module, ModelSpec]:
+    """Rebuild a saved model in eval mode on the CPU.
+
+    Raises:
+        ModelLoadError: the folder lacks the weights or spec, or they do not fit together.
+    """
+    from safetensors.torch import load_file
+
+    folder = Path(model_dir)
+    spec_path, weights_path = folder / SPEC_FILE, folder / WEIGHTS_FILE
+    for path in (spec_path, weights_path):
+        if not path.is_file():
+            raise ModelLoadError(f"{path} is missing: is {folder} a kfkit model directory (model.json + model.safetensors)?")
+    try:
+        spec = ModelSpec(**json.loads(spec_path.read_text()))
+    except (TypeError, ValueError) as e:
+        raise ModelLoadError(f"{spec_path} is not a kfkit model spec: {e}") from e
+    model = build_model(spec)
+    try:
+        model.load_state_dict(load_file(str(weights_path)))
+    except (RuntimeError, OSError) as e:
+        raise ModelLoadError(f"{weights_path} does not match {spec_path}: {e}") from e
+    model.eval()
+    return model, spec
+
+
+def predict_proba(model: torch.nn.Module, features: np.ndarray) -> np.ndarray:
+    """Positive-class probabilities for a 2-D float array (rows x features), as float32."""
+    import numpy as np
+    import torch
+
+    with torch.inference_mode():
+        logits = model(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)))
+        return torch.sigmoid(logits).numpy()

@@ -1,0 +1,67 @@
+"""Smoke test of a deployed endpoint: one real V2 request, compared with the offline model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from kfkit.errors import ServingError
+
+__all__ = ["run_smoke_test", "TOLERANCE"]
+
+TOLERANCE = 1e-5
+"""Largest accepted difference between served and offline probability (float32 arithmetic)."""
+
+
+def run_smoke_test(
+    *,
+    model_uri: str,
+    version: str,
+    prepared_dir: str | Path,
+    evaluation_dir: str | Path,
+    endpoint_path: str | Path,
+    summary_path: str | Path,
+) -> dict:
+    """Call the endpoint with the first test row, check the answer, and write the run summary JSON.
+
+    Raises:
+        ServingError: the endpoint did not answer, or answered something other than the offline model.
+    """
+    import pandas as pd
+
+    from kfkit.model import load_model, predict_proba
+    from kfkit.registry import resolve
+    from kfkit.serving.local import LocalEndpoint, infer_v2
+
+    endpoint = LocalEndpoint.from_dict(json.loads(Path(endpoint_path).read_text()))
+    model, spec = load_model(resolve(model_uri))
+    row = pd.read_parquet(Path(prepared_dir) / "test.parquet", columns=spec.feature_names).iloc[:1]
+    features = row.to_numpy(dtype="float32")
+    offline = float(predict_proba(model, features)[0])
+    response = infer_v2(endpoint, features.tolist())
+    outputs = {out["name"]: out for out in response.get("outputs", [])}
+    if "probability" not in outputs:
+        raise ServingError(f"{endpoint.v2_url} answered without a 'probability' output: {json.dumps(response)[:300]}")
+    served = float(outputs["probability"]["data"][0])
+    if abs(served - offline) > TOLERANCE:
+        raise ServingError(f"{endpoint.v2_url} answered probability {served}, the offline model gives {offline}")
+    evaluation = json.loads((Path(evaluation_dir) / "metrics.json").read_text())
+    summary = {
+        "model_name": spec.name,
+        "version": version,
+        "model_uri": model_uri,
+        "registry_uri": model_uri.rsplit("/", 2)[0],
+        "test_metrics": {k: evaluation["metrics"][k] for k in ("accuracy", "roc_auc", "pr_auc", "f1", "precision", "recall")},
+        "threshold": evaluation["threshold"],
+        "endpoint": endpoint.to_dict(),
+        "urls": {
+            "v1_predict": endpoint.v1_url,
+            "v2_infer": endpoint.v2_url,
+            "v2_ready": f"http://{endpoint.host}:{endpoint.http_port}/v2/models/{spec.name}/ready",
+            "grpc": f"{endpoint.host}:{endpoint.grpc_port}",
+        },
+        "curl": endpoint.curl_example(features[0].tolist()),
+        "smoke_test": {"probability": served, "offline_probability": offline},
+    }
+    Path(summary_path).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

@@ -1,0 +1,1 @@
+"""Training: the torchrun launcher and the DDP worker it starts."""
