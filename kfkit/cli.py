@@ -123,13 +123,14 @@ def _compose(overrides: list[str]):
 def _preflight(cfg) -> None:
     """Fail in a second, not after training, on problems that are visible up front."""
     from kfkit.errors import DatasetError
-    from kfkit.serving.local import ensure_ports_free
+    from kfkit.serving.local import ensure_port_free
 
     if cfg.dataset.kind == "csv" and not Path(cfg.dataset.path).expanduser().is_file():
         raise DatasetError(
             f"dataset.path={cfg.dataset.path!r} does not exist; pass dataset.path=/path/to/data.csv (or .parquet)"
         )
-    ensure_ports_free(cfg.serving.host, [cfg.serving.http_port, cfg.serving.grpc_port])
+    ensure_port_free(cfg.serving.host, cfg.serving.http_port, "serving.http_port")
+    ensure_port_free(cfg.serving.host, cfg.serving.grpc_port, "serving.grpc_port")
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -175,6 +175,24 @@ class DeployConfig:
     """Knative autoscaling upper bound."""
     image: str = "ghcr.io/kfkit/kfkit:0.1.0"
     """Container image with kfkit installed, used by components and the serving runtime."""
+    protocol_version: str = "v2"
+    """InferenceService protocol: v1 or v2 (both REST on one port), or grpc-v2 (Knative routes gRPC, h2c)."""
+    autoscaling_metric: str = "concurrency"
+    """Knative scaling metric: concurrency or rps (KPA, allows scale to zero), cpu or memory (HPA)."""
+    autoscaling_target: int = 10
+    """Per-replica target of autoscaling_metric (in-flight requests, requests/s, or % of the request)."""
+    container_concurrency: int = 0
+    """Hard limit of in-flight requests per replica; 0 means no limit (Knative's default)."""
+    cpu_request: str = "500m"
+    """CPU request of the model server container (Kubernetes quantity)."""
+    cpu_limit: str = "1"
+    """CPU limit of the model server container."""
+    memory_request: str = "512Mi"
+    """Memory request of the model server container."""
+    memory_limit: str = "1Gi"
+    """Memory limit of the model server container."""
+    service_account: str = "kfkit"
+    """ServiceAccount of the predictor pods; KServe reads the S3 credentials secret attached to it."""
 
 
 @dataclass
@@ -233,7 +251,7 @@ def from_dict(data: dict[str, Any]) -> KfkitConfig:
         ConfigError: unknown key, wrong type, missing required value, or an invalid choice.
     """
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(KfkitConfig), data)
+        merged = OmegaConf.merge(OmegaConf.structured(KfkitConfig), _integral_floats_to_int(data))
         cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
         raise ConfigError(_one_line(e)) from e
@@ -249,6 +267,21 @@ def to_dict(cfg: KfkitConfig) -> dict[str, Any]:
     optional field defaults to None, so :func:`from_dict` restores them unchanged.
     """
     return _drop_none(dataclasses.asdict(cfg))
+
+
+def _integral_floats_to_int(value: Any) -> Any:
+    """kfp passes struct parameters as protobuf Structs, where every number is a double (1000 -> 1000.0).
+
+    OmegaConf refuses 1000.0 for an int field but takes 1000 for a float field, so integral floats
+    become ints before validation.
+    """
+    if isinstance(value, dict):
+        return {k: _integral_floats_to_int(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral_floats_to_int(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def _drop_none(value: Any) -> Any:

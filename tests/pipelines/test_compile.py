@@ -1,0 +1,43 @@
+"""Compiling the pipeline to KFP IR YAML, and running single components on kfp.local."""
+
+import pytest
+import yaml
+
+from kfkit.config import to_dict
+from kfkit.pipelines.compile import compile_pipeline
+
+STEPS = ["prep", "train", "evaluate", "publish", "deploy", "smoke-test"]
+
+
+def test_compiled_pipeline_has_every_step_in_order(tmp_path, make_config):
+    config = to_dict(make_config("dataset=synthetic_fraud"))
+    spec = yaml.safe_load(compile_pipeline(tmp_path / "p.yaml", config).read_text())
+    tasks = spec["root"]["dag"]["tasks"]
+    assert sorted(tasks) == sorted(STEPS)
+    assert tasks["train"]["dependentTasks"] == ["prep"]
+    assert sorted(tasks["publish"]["dependentTasks"]) == ["evaluate", "prep", "train"]
+    assert tasks["deploy"]["dependentTasks"] == ["publish"]
+    default = spec["root"]["inputDefinitions"]["parameters"]["config"]["defaultValue"]
+    assert default["dataset"]["kind"] == "synthetic_fraud"
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == {"ghcr.io/kfkit/kfkit:0.1.0"}
+    evaluate_outputs = spec["components"]["comp-evaluate"]["outputDefinitions"]["artifacts"]
+    assert evaluate_outputs["roc"]["artifactType"]["schemaTitle"] == "system.ClassificationMetrics"
+    assert evaluate_outputs["report"]["artifactType"]["schemaTitle"] == "system.HTML"
+    # kfkit is in the image: no pip install of kfp at pod start
+    commands = [" ".join(e["container"]["command"]) for e in spec["deploymentSpec"]["executors"].values()]
+    assert not any("pip install" in c for c in commands)
+
+
+@pytest.mark.slow
+def test_prep_runs_on_kfp_local(tmp_path, make_config):
+    from kfp import local
+
+    from kfkit.components.prep import prep
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    task = prep(config=to_dict(make_config("dataset=synthetic_fraud", "dataset.n_rows=2000")))
+    prepared = task.outputs["prepared"]
+    assert prepared.metadata["rows"]["train"] == 1300
+    assert (tmp_path / "root").is_dir()
+    assert prepared.path.startswith(str(tmp_path / "root"))

@@ -1,0 +1,64 @@
+"""Composing, overriding and validating the Hydra config."""
+
+import pytest
+
+from kfkit.config import KfkitConfig, compose, from_dict, to_dict
+from kfkit.errors import ConfigError
+
+
+def test_defaults_compose_to_typed_config():
+    cfg = compose([])
+    assert isinstance(cfg, KfkitConfig)
+    assert cfg.dataset.kind == "breast_cancer"
+    assert cfg.model.name == "breast-cancer-mlp"  # interpolated from dataset.model_name
+    assert cfg.training.nproc == 2
+
+
+def test_overrides_reach_any_key_and_group():
+    cfg = compose(["training.epochs=3", "dataset=synthetic_fraud", "dataset.n_rows=500", "model.hidden_dims=[32,16]"])
+    assert cfg.training.epochs == 3
+    assert cfg.dataset.kind == "synthetic_fraud"
+    assert cfg.dataset.n_rows == 500
+    assert cfg.model.hidden_dims == [32, 16]
+    assert cfg.model.name == "fraud-mlp"
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("training.epochz=3", "epochz"),
+        ("training.epochs=abc", "abc"),
+        ("dataset=nope", "nope"),
+        ("training.backend=mpi", "mpi"),
+        ("model.name=Bad_Name", "Bad_Name"),
+        ("dataset=csv", "dataset.path"),
+        ("dataset.val_fraction=0.75", "val_fraction"),
+    ],
+)
+def test_bad_values_name_themselves(override, expected):
+    with pytest.raises(ConfigError) as info:
+        compose([override])
+    assert expected in str(info.value)
+
+
+def test_dict_round_trip_drops_nulls_and_restores_them():
+    cfg = compose(["dataset=synthetic_fraud"])
+    data = to_dict(cfg)
+    assert "path" not in data["dataset"]  # None is not a kfp struct value
+    assert from_dict(data) == cfg
+
+
+def test_from_dict_rejects_unknown_keys():
+    data = to_dict(compose([]))
+    data["training"]["learning_rat"] = 0.1
+    with pytest.raises(ConfigError, match="learning_rat"):
+        from_dict(data)
+
+
+def test_numbers_that_went_through_a_kfp_struct_still_validate():
+    data = to_dict(compose([]))
+    data["drift"]["reference_rows"] = 1000.0  # protobuf Struct numbers are doubles
+    data["training"]["learning_rate"] = 1.0
+    cfg = from_dict(data)
+    assert cfg.drift.reference_rows == 1000
+    assert isinstance(cfg.training.learning_rate, float)

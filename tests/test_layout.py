@@ -1,0 +1,63 @@
+"""The repository layout and the one import namespace."""
+
+import configparser
+import subprocess
+import sys
+
+from conftest import REPO
+
+EXPECTED_PACKAGES = {
+    "kfkit": "kfkit",
+    "kfkit.pipelines": "pipelines",
+    "kfkit.components": "components",
+    "kfkit.serving": "serving",
+    "kfkit.configs": "configs",
+}
+
+
+def test_top_level_layout():
+    for name in ["pipelines", "components", "serving", "manifests", "helm", "configs", "tests", "scripts", "docs"]:
+        assert (REPO / name).is_dir(), name
+    for name in ["setup.cfg", "README.md", "Makefile", "pyproject.toml", ".ci/run"]:
+        assert (REPO / name).is_file(), name
+
+
+def test_package_dir_maps_one_namespace_one_level_deep():
+    parser = configparser.ConfigParser()
+    parser.read(REPO / "setup.cfg")
+    lines = [line.strip() for line in parser["options"]["package_dir"].strip().splitlines()]
+    mapping = dict(line.replace(" ", "").split("=") for line in lines)
+    assert mapping == EXPECTED_PACKAGES
+    packages = {p.strip() for p in parser["options"]["packages"].split()}
+    for package in packages:
+        root = max((k for k in EXPECTED_PACKAGES if package == k or package.startswith(k + ".")), key=len)
+        folder = REPO / EXPECTED_PACKAGES[root] / package[len(root) + 1 :].replace(".", "/")
+        assert (folder / "__init__.py").is_file(), f"{package} -> {folder} has no __init__.py"
+    # every folder with an __init__.py under a mapped root is listed, so none is left out of a wheel
+    for package, folder in EXPECTED_PACKAGES.items():
+        for init in (REPO / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(REPO / folder).as_posix()
+            name = package if rel == "." else f"{package}.{rel.replace('/', '.')}"
+            assert name in packages, f"{name} ({init.parent}) is missing from setup.cfg packages"
+
+
+def test_namespace_imports_and_bare_names_do_not(tmp_path):
+    code = (
+        "import importlib, kfkit.pipelines, kfkit.serving, kfkit.components, kfkit.configs\n"
+        "for bare in ('pipelines', 'serving', 'components', 'configs'):\n"
+        "    try:\n"
+        "        importlib.import_module(bare)\n"
+        "    except ModuleNotFoundError:\n"
+        "        continue\n"
+        "    raise SystemExit(f'{bare} is importable as a bare name')\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_cli_import_stays_light():
+    code = "import sys, kfkit.cli, kfkit.pipelines; print(','.join(m for m in ('torch','tensorflow','kserve') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""

@@ -1,0 +1,40 @@
+"""The MLP's save/load round trip."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from kfkit.errors import ModelLoadError
+from kfkit.model import ModelSpec, build_model, load_model, predict_proba, save_model
+
+
+def _spec(n=5):
+    return ModelSpec(name="t", feature_names=[f"f{i}" for i in range(n)], hidden_dims=[8, 4], dropout=0.2)
+
+
+def test_round_trip_gives_identical_outputs(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(_spec())
+    model.feature_mean.fill_(3.0)
+    model.feature_std.fill_(2.0)
+    model.eval()
+    x = np.random.default_rng(0).normal(size=(16, 5)).astype(np.float32)
+    save_model(model, _spec(), tmp_path)
+    loaded, spec = load_model(tmp_path)
+    assert spec == _spec()
+    np.testing.assert_array_equal(predict_proba(loaded, x), predict_proba(model, x))
+    assert not loaded.training
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_missing_or_mismatched_files_are_clear(tmp_path):
+    with pytest.raises(ModelLoadError, match="model.json"):
+        load_model(tmp_path)
+    save_model(build_model(_spec()), _spec(), tmp_path)
+    spec = json.loads((tmp_path / "model.json").read_text())
+    spec["hidden_dims"] = [9]
+    (tmp_path / "model.json").write_text(json.dumps(spec))
+    with pytest.raises(ModelLoadError, match="does not match"):
+        load_model(tmp_path)

@@ -1,0 +1,79 @@
+"""The file:// registry: numbering, immutability, digest verification."""
+
+import json
+import os
+
+import pytest
+
+from kfkit.errors import RegistryError
+from kfkit.registry import MANIFEST_FILE, publish, resolve, sha256_file, verify
+
+
+@pytest.fixture
+def release(tmp_path):
+    folder = tmp_path / "release"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"weights" * 10)
+    (folder / "model.json").write_text('{"name": "m"}')
+    (folder / "sub" / "extra.txt").write_text("x")
+    return folder
+
+
+def test_publish_numbers_versions_and_lists_digests(tmp_path, release):
+    uri = f"file://{tmp_path}/reg"
+    first = publish(release, registry_uri=uri, name="m", metadata={"accuracy": 0.9})
+    second = publish(release, registry_uri=uri, name="m")
+    assert (first.version, second.version) == ("1", "2")
+    manifest = json.loads((tmp_path / "reg/m/1" / MANIFEST_FILE).read_text())
+    assert manifest["files"]["model.safetensors"] == sha256_file(release / "model.safetensors")
+    assert set(manifest["files"]) == {"model.safetensors", "model.json", "sub/extra.txt"}
+    assert manifest["metadata"] == {"accuracy": 0.9}
+    assert resolve(first.uri) == tmp_path / "reg/m/1"
+    assert not [p for p in (tmp_path / "reg/m").iterdir() if p.name.startswith(".staging")]
+
+
+def test_every_flipped_byte_is_caught(tmp_path, release):
+    version = publish(release, registry_uri=f"file://{tmp_path}/reg", name="m")
+    folder = tmp_path / "reg/m/1"
+    for rel in ("model.safetensors", "model.json", "sub/extra.txt"):
+        path = folder / rel
+        original = path.read_bytes()
+        for offset in range(len(original)):
+            corrupted = bytearray(original)
+            corrupted[offset] ^= 0x01
+            path.write_bytes(bytes(corrupted))
+            with pytest.raises(RegistryError, match="sha256"):
+                resolve(version.uri)
+        path.write_bytes(original)
+    verify(folder)
+
+
+def test_added_or_removed_files_are_caught(tmp_path, release):
+    publish(release, registry_uri=f"file://{tmp_path}/reg", name="m")
+    folder = tmp_path / "reg/m/1"
+    (folder / "intruder.py").write_text("print('hi')")
+    with pytest.raises(RegistryError, match="intruder.py"):
+        verify(folder)
+    os.remove(folder / "intruder.py")
+    os.remove(folder / "model.json")
+    with pytest.raises(RegistryError, match="missing"):
+        verify(folder)
+
+
+def test_not_a_version_and_unsupported_scheme(tmp_path, release):
+    with pytest.raises(RegistryError, match="not a published version"):
+        resolve(f"file://{tmp_path}")
+    with pytest.raises(RegistryError, match="gs"):
+        publish(release, registry_uri="gs://bucket/reg", name="m")
+    with pytest.raises(RegistryError, match="nothing to publish"):
+        publish(tmp_path / "empty", registry_uri=f"file://{tmp_path}/reg", name="m")
+
+
+def test_existing_version_is_never_overwritten(tmp_path, release):
+    uri = f"file://{tmp_path}/reg"
+    publish(release, registry_uri=uri, name="m")
+    before = sha256_file(tmp_path / "reg/m/1/model.safetensors")
+    (release / "model.safetensors").write_bytes(b"other")
+    again = publish(release, registry_uri=uri, name="m")
+    assert again.version == "2"
+    assert sha256_file(tmp_path / "reg/m/1/model.safetensors") == before
