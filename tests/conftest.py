@@ -10,14 +10,23 @@ import pytest
 
 from kfkit.config import KfkitConfig, compose
 
-REPO = Path(__file__).resolve().parents[1]
 
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
+def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture
+def repo() -> Path:
+    """The repository root."""
+    return Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def free_port():
+    """Call it for a TCP port nothing listens on right now."""
+    return _free_port
 
 
 @pytest.fixture
@@ -26,7 +35,7 @@ def make_config(tmp_path: Path):
 
     def _make(*overrides: str) -> KfkitConfig:
         cfg = compose([f"work_dir={tmp_path / 'work'}", f"registry.uri=file://{tmp_path / 'registry'}", *overrides])
-        return replace(cfg, serving=replace(cfg.serving, http_port=free_port(), grpc_port=free_port()))
+        return replace(cfg, serving=replace(cfg.serving, http_port=_free_port(), grpc_port=_free_port()))
 
     return _make
 

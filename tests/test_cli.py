@@ -2,11 +2,12 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import REPO
+REPO = Path(__file__).resolve().parents[1]
 
 KFKIT = [sys.executable, "-m", "kfkit.cli"]
 

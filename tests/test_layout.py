@@ -3,8 +3,9 @@
 import configparser
 import subprocess
 import sys
+from pathlib import Path
 
-from conftest import REPO
+REPO = Path(__file__).resolve().parents[1]
 
 EXPECTED_PACKAGES = {
     "kfkit": "kfkit",

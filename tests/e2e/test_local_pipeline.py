@@ -6,11 +6,12 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import REPO, free_port
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -31,7 +32,7 @@ def _port_open(port):
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_default_run_reaches_published_accuracy_and_stops_server(tmp_path):
+def test_default_run_reaches_published_accuracy_and_stops_server(tmp_path, free_port):
     http_port, grpc_port = free_port(), free_port()
     result = subprocess.run(
         _run_args(tmp_path, http_port, grpc_port, "--no-serve"), cwd=REPO, capture_output=True, text=True, timeout=900
@@ -51,7 +52,7 @@ def test_default_run_reaches_published_accuracy_and_stops_server(tmp_path):
     assert not _port_open(http_port)  # --no-serve stopped the server
 
 
-def test_served_endpoint_answers_clients_until_ctrl_c(tmp_path):
+def test_served_endpoint_answers_clients_until_ctrl_c(tmp_path, free_port):
     http_port, grpc_port = free_port(), free_port()
     args = _run_args(tmp_path, http_port, grpc_port, "dataset=synthetic_fraud", "dataset.n_rows=4000",
                      "training.epochs=3")  # fmt: skip

@@ -1,0 +1,178 @@
+"""The KServe predictor in-process: V1 and V2 answers equal offline scoring; bad input is a clear 400."""
+
+from __future__ import annotations
+
+import random
+from types import SimpleNamespace
+
+import kserve.errors
+import numpy as np
+import pytest
+from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
+from kserve.protocol.rest.v2_datamodels import InferenceRequest
+
+from kfkit import errors
+from kfkit.model import predict_proba
+from kfkit.registry import resolve
+from kfkit.serving.predictor import KfkitPredictor
+
+N = 30
+NAMES = [f"x{i:02d}" for i in range(N)]  # as in conftest.FEATURE_NAMES
+
+
+@pytest.fixture(scope="module")
+def setup(publish_random_mlp) -> SimpleNamespace:
+    """A published random MLP (threshold 0.4) and a loaded predictor for it."""
+    published = publish_random_mlp("predictor", seed=0, n_rows=8, threshold=0.4)
+    predictor = KfkitPredictor("test-mlp", resolve(published.uri))
+    assert predictor.load() and predictor.ready
+    published.predictor = predictor
+    return published
+
+
+def _v2_rest(body: dict) -> InferRequest:
+    """The InferRequest KServe's REST server hands to predict for this JSON body."""
+    return InferRequest.from_inference_request(InferenceRequest.model_validate(body), "test-mlp")
+
+
+def _v2_body(data, shape, datatype="FP32", name="features") -> dict:
+    return {"inputs": [{"name": name, "shape": list(shape), "datatype": datatype, "data": data}]}
+
+
+def _check_v2(response: InferResponse, expected: np.ndarray, threshold: float) -> None:
+    probability, label = (response.get_output_by_name(n) for n in ("probability", "label"))
+    assert (probability.datatype, probability.shape) == ("FP32", [len(expected)])
+    assert (label.datatype, label.shape) == ("INT64", [len(expected)])
+    np.testing.assert_allclose(probability.as_numpy(), expected, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(label.as_numpy(), (expected >= threshold).astype(np.int64))
+
+
+def test_v1_rows_match_offline(setup):
+    result = setup.predictor.predict({"instances": setup.rows.tolist()})
+    predictions = result["predictions"]
+    np.testing.assert_allclose([p["probability"] for p in predictions], setup.expected, rtol=0, atol=1e-6)
+    assert [p["label"] for p in predictions] == [int(p >= 0.4) for p in setup.expected]
+    assert {p["label"] for p in predictions} == {0, 1}, "pick rows/threshold so both labels occur"
+
+
+def test_v1_named_features_in_any_order(setup):
+    instances = []
+    for row in setup.rows.tolist():
+        pairs = list(zip(NAMES, row, strict=True))
+        random.Random(len(instances)).shuffle(pairs)
+        instances.append(dict(pairs))
+    result = setup.predictor.predict({"instances": instances})
+    np.testing.assert_allclose([p["probability"] for p in result["predictions"]], setup.expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("datatype", "nested"), [("FP32", False), ("FP64", True), ("INT64", False)], ids=["fp32-flat", "fp64-nested", "int"]
+)
+def test_v2_rest_matches_offline(setup, datatype, nested):
+    rows = np.round(setup.rows) if datatype == "INT64" else setup.rows.astype(np.float64)
+    data = rows.astype(np.int64).tolist() if datatype == "INT64" else rows.tolist()
+    if not nested:
+        data = [v for row in data for v in row]
+    response = setup.predictor.predict(_v2_rest(_v2_body(data, rows.shape, datatype)))
+    _check_v2(response, predict_proba(setup.model, rows), setup.spec.threshold)
+    assert response.model_name == "test-mlp"
+
+
+def test_v2_grpc_binary_request_matches_offline(setup):
+    tensor = InferInput("features", list(setup.rows.shape), "FP32")
+    tensor.set_data_from_numpy(setup.rows, binary_data=True)
+    grpc_request = InferRequest(model_name="test-mlp", infer_inputs=[tensor], request_id="r1").to_grpc()
+    assert grpc_request.raw_input_contents, "the request should carry raw bytes"
+    response = setup.predictor.predict(InferRequest.from_grpc(grpc_request))
+    assert response.id == "r1"
+    _check_v2(InferResponse.from_grpc(response.to_grpc()), setup.expected, setup.spec.threshold)
+    # a ModelInferRequest handed over directly is accepted too
+    _check_v2(setup.predictor.predict(grpc_request), setup.expected, setup.spec.threshold)
+
+
+def test_v2_metadata_describes_the_tensors(setup):
+    assert setup.predictor.get_input_types() == [{"name": "features", "datatype": "FP32", "shape": [-1, N]}]
+    assert setup.predictor.get_output_types() == [
+        {"name": "probability", "datatype": "FP32", "shape": [-1]},
+        {"name": "label", "datatype": "INT64", "shape": [-1]},
+    ]
+
+
+ROW = [0.5] * N
+
+BAD_V1 = {
+    "empty batch": ({"instances": []}, r"instances is empty; send at least one row of 30 numbers"),
+    "no instances": ({"rows": [ROW]}, r'expected \{"instances".*got keys \[\'rows\'\]'),
+    "narrow row": ({"instances": [ROW[:29]]}, r"each row needs 30 numbers \(x00, x01, \.\.\.\), got 29"),
+    "ragged rows": ({"instances": [ROW, ROW[:3]]}, r"instances\[1\] has 3 values; every row needs 30 numbers"),
+    "flat row": ({"instances": ROW}, r"list of rows \(2-D\), got 1-D; wrap a single row in a list"),
+    "nan": ({"instances": [ROW[:4] + [float("nan")] + ROW[5:]]}, r"1 NaN, infinite .* \(row 0 feature 'x04'\)"),
+    "inf": ({"instances": [ROW, ROW[:-1] + [float("-inf")]]}, r"row 1 feature 'x29'"),
+    "beyond float32": ({"instances": [[1e300] * N]}, r"30 NaN, infinite or beyond-float32 values"),
+    "string": ({"instances": [ROW[:2] + ["abc"] + ROW[3:]]}, r"instances\[0\]\[2\] \(feature 'x02'\) is 'abc', not a"),
+    "null": ({"instances": [[None] * N]}, r"instances\[0\]\[0\] \(feature 'x00'\) is null, not a number"),
+    "bool": ({"instances": [[True] * N]}, r"is True, not a number"),
+    "missing name": ({"instances": [{n: 1.0 for n in NAMES[1:]}]}, r"instances\[0\]: missing 'x00'; the model takes"),
+    "unknown name": (
+        {"instances": [{**{n: 1.0 for n in NAMES}, "amount": 3}]},
+        r"instances\[0\]: unknown 'amount'; the model takes exactly these 30 features",
+    ),
+    "mixed rows": ({"instances": [dict(zip(NAMES, ROW, strict=True)), ROW]}, r"instances\[1\] is a list"),
+}
+
+
+@pytest.mark.parametrize(("payload", "message"), BAD_V1.values(), ids=BAD_V1.keys())
+def test_bad_v1_input_is_invalid_input(setup, payload, message):
+    with pytest.raises(kserve.errors.InvalidInput, match=message) as caught:
+        setup.predictor.predict(payload)
+    assert isinstance(caught.value, errors.InvalidInput) and caught.value.status_code == 400
+    assert str(caught.value) == caught.value.args[0]
+
+
+BAD_V2 = {
+    "bytes datatype": (_v2_body(["a"] * N, [1, N], "BYTES"), r"datatype BYTES; send FP32"),
+    "bool datatype": (_v2_body([True] * N, [1, N], "BOOL"), r"datatype BOOL"),
+    "shape vs data": (_v2_body(ROW, [2, N]), r"shape \[2, 30\] and 30 values; send shape \[N, 30\]"),
+    "1-D shape": (_v2_body(ROW, [N]), r"shape \[30\] and 30 values"),
+    "wrong width": (_v2_body(ROW + ROW[:2], [2, 16]), r"each row needs 30 numbers .* got 16"),
+    "empty": (_v2_body([], [0, N]), r"input 'features' is empty"),
+    "string value": (
+        _v2_body(ROW[:7] + ["1.5"] + ROW[8:], [1, N]),
+        r"input 'features'\[7\] \(feature 'x07'\) is '1.5', not a number",
+    ),
+    "nan": (_v2_body(ROW[:-1] + [float("nan")], [1, N]), r"row 0 feature 'x29'"),
+    "two inputs": (
+        {"inputs": [_v2_body(ROW, [1, N])["inputs"][0], _v2_body(ROW, [1, N], name="b")["inputs"][0]]},
+        r"expected exactly 1 input tensor .* got 2: 'features', 'b'",
+    ),
+    "no inputs": ({"inputs": []}, r"got 0: none"),
+}
+
+
+@pytest.mark.parametrize(("body", "message"), BAD_V2.values(), ids=BAD_V2.keys())
+def test_bad_v2_input_is_invalid_input(setup, body, message):
+    with pytest.raises(kserve.errors.InvalidInput, match=message):
+        setup.predictor.predict(_v2_rest(body))
+
+
+def test_binary_v2_data_that_does_not_fit_its_shape_is_invalid_input(setup):
+    tensor = InferInput("features", [2, N], "FP32")
+    tensor.set_data_from_numpy(setup.rows[:2], binary_data=True)
+    grpc_request = InferRequest(model_name="test-mlp", infer_inputs=[tensor]).to_grpc()
+    grpc_request.inputs[0].shape[:] = [3, N]
+    with pytest.raises(kserve.errors.InvalidInput, match=r"input 'features' with shape \[3, 30\] cannot be decoded"):
+        setup.predictor.predict(grpc_request)
+
+
+@pytest.mark.parametrize("payload", [b'{"instances": []}', [ROW], "text"], ids=["bytes", "list", "str"])
+def test_non_object_body_is_invalid_input(setup, payload):
+    with pytest.raises(kserve.errors.InvalidInput, match=r"not a JSON object; send \{\"instances\""):
+        setup.predictor.predict(payload)
+
+
+def test_load_of_a_folder_without_a_model_fails_clearly(tmp_path):
+    predictor = KfkitPredictor("m", tmp_path)
+    with pytest.raises(errors.ModelLoadError, match="model.json is missing"):
+        predictor.load()
+    assert not predictor.ready
+    assert predictor.get_input_types() == []

@@ -1,0 +1,282 @@
+"""InferenceService and ServingRuntime builders: CRD-valid output, labels, autoscaling, errors, manifests in step."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kfkit.config import DeployConfig, KfkitConfig, compose
+from kfkit.errors import ConfigError
+from kfkit.inference_service import build_inference_service, build_serving_runtime, to_yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CRDS = REPO.parent / "shared" / "crds"  # CI clones the repo with shared/ beside it
+URI = "s3://kfkit-models/breast-cancer-mlp/3"
+
+
+@pytest.fixture(scope="module")
+def cfg() -> KfkitConfig:
+    return compose(["deploy=kserve"])
+
+
+def with_deploy(cfg: KfkitConfig, **changes: Any) -> KfkitConfig:
+    return dataclasses.replace(cfg, deploy=dataclasses.replace(cfg.deploy, **changes))
+
+
+def validate(docs: list[dict]) -> subprocess.CompletedProcess:
+    """Run shared/crds/validate.py on the documents; skip when shared/ is not beside the repo."""
+    if not (CRDS / "validate.py").is_file():
+        pytest.skip(f"CRD schemas not found at {CRDS} (shared/ must be cloned beside the repository)")
+    return subprocess.run(
+        [sys.executable, str(CRDS / "validate.py"), "--crds", str(CRDS), "-"],
+        input=to_yaml(docs),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_import_does_not_load_kserve_or_torch():
+    code = "import sys, kfkit.inference_service; print(sorted({'kserve', 'torch'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_builder_output_validates_against_crds(cfg):
+    docs = [
+        build_serving_runtime(cfg),
+        build_inference_service(cfg, storage_uri=URI),
+        build_inference_service(
+            with_deploy(cfg, protocol_version="grpc-v2", min_replicas=0, container_concurrency=4),
+            storage_uri="pvc://registry/fraud-mlp/2",
+            model_name="fraud-mlp",
+        ),
+        build_inference_service(with_deploy(cfg, autoscaling_metric="cpu", autoscaling_target=70), storage_uri=URI),
+    ]
+    result = validate(docs)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ERROR" not in result.stdout
+    assert result.stdout.count("OK ") == len(docs), result.stdout
+
+
+def test_validator_rejects_a_misspelt_field(cfg):
+    """The CRD check above can fail: an unknown field is an error."""
+    isvc = build_inference_service(cfg, storage_uri=URI)
+    isvc["spec"]["predictor"]["minReplica"] = isvc["spec"]["predictor"].pop("minReplicas")
+    result = validate([isvc])
+    assert result.returncode == 1
+    assert 'unknown field "minReplica"' in result.stdout
+
+
+def test_inference_service_metadata_and_predictor(cfg):
+    isvc = build_inference_service(cfg, storage_uri=URI)
+    assert (isvc["apiVersion"], isvc["kind"]) == ("serving.kserve.io/v1beta1", "InferenceService")
+    assert isvc["metadata"]["name"] == "breast-cancer-mlp"
+    assert isvc["metadata"]["namespace"] == "kfkit"
+    assert isvc["metadata"]["labels"] == {
+        "app.kubernetes.io/name": "kfkit",
+        "app.kubernetes.io/instance": "breast-cancer-mlp",
+        "app.kubernetes.io/version": "3",
+        "app.kubernetes.io/component": "predictor",
+        "app.kubernetes.io/part-of": "kfkit",
+        "app.kubernetes.io/managed-by": "kfkit",
+    }
+    assert isvc["metadata"]["annotations"] == {
+        "autoscaling.knative.dev/class": "kpa.autoscaling.knative.dev",
+        "autoscaling.knative.dev/metric": "concurrency",
+        "autoscaling.knative.dev/target": "10",
+    }
+    predictor = isvc["spec"]["predictor"]
+    assert (predictor["minReplicas"], predictor["maxReplicas"]) == (1, 3)
+    assert "containerConcurrency" not in predictor  # 0 = no limit = left out
+    assert predictor["serviceAccountName"] == "kfkit"
+    assert "securityContext" not in predictor  # Knative rejects pod-level securityContext by default
+    model = predictor["model"]
+    assert model["modelFormat"] == {"name": "kfkit", "version": "1"}
+    assert model["runtime"] == "kfkit"
+    assert model["protocolVersion"] == "v2"
+    assert model["storageUri"] == URI
+    assert model["resources"] == {
+        "requests": {"cpu": "500m", "memory": "512Mi"},
+        "limits": {"cpu": "1", "memory": "1Gi"},
+    }
+    assert "ports" not in model and "args" not in model
+
+
+def test_deploy_settings_reach_the_manifest(cfg):
+    changed = with_deploy(
+        cfg,
+        namespace="serving",
+        min_replicas=2,
+        max_replicas=9,
+        autoscaling_metric="rps",
+        autoscaling_target=150,
+        container_concurrency=6,
+        cpu_limit="2",
+        memory_request="1Gi",
+        service_account="reader",
+    )
+    isvc = build_inference_service(changed, storage_uri=URI, model_name="fraud-mlp", model_version="2024-06-01.1")
+    predictor = isvc["spec"]["predictor"]
+    assert isvc["metadata"]["namespace"] == "serving"
+    assert isvc["metadata"]["name"] == isvc["metadata"]["labels"]["app.kubernetes.io/instance"] == "fraud-mlp"
+    assert isvc["metadata"]["labels"]["app.kubernetes.io/version"] == "2024-06-01.1"
+    assert isvc["metadata"]["annotations"]["autoscaling.knative.dev/metric"] == "rps"
+    assert isvc["metadata"]["annotations"]["autoscaling.knative.dev/target"] == "150"
+    assert (predictor["minReplicas"], predictor["maxReplicas"], predictor["containerConcurrency"]) == (2, 9, 6)
+    assert predictor["serviceAccountName"] == "reader"
+    assert predictor["model"]["resources"]["limits"]["cpu"] == "2"
+    assert predictor["model"]["resources"]["requests"]["memory"] == "1Gi"
+
+
+@pytest.mark.parametrize(("metric", "autoscaler"), [("cpu", "hpa"), ("memory", "hpa"), ("rps", "kpa")])
+def test_autoscaler_class_follows_the_metric(cfg, metric, autoscaler):
+    isvc = build_inference_service(with_deploy(cfg, autoscaling_metric=metric), storage_uri=URI)
+    assert isvc["metadata"]["annotations"]["autoscaling.knative.dev/class"] == f"{autoscaler}.autoscaling.knative.dev"
+
+
+def test_scale_to_zero(cfg):
+    isvc = build_inference_service(with_deploy(cfg, min_replicas=0), storage_uri=URI)
+    assert isvc["spec"]["predictor"]["minReplicas"] == 0
+
+
+def test_grpc_moves_onto_the_routed_port(cfg):
+    model = build_inference_service(with_deploy(cfg, protocol_version="grpc-v2"), storage_uri=URI)["spec"]["predictor"][
+        "model"
+    ]
+    assert model["protocolVersion"] == "grpc-v2"
+    assert model["ports"] == [{"containerPort": 8080, "name": "h2c", "protocol": "TCP"}]
+    assert model["args"] == ["--grpc_port=8080", "--http_port=8082"]
+
+
+def test_serving_runtime_spec(cfg):
+    runtime = build_serving_runtime(cfg)
+    assert (runtime["apiVersion"], runtime["kind"]) == ("serving.kserve.io/v1alpha1", "ServingRuntime")
+    assert runtime["metadata"]["name"] == "kfkit"
+    assert runtime["metadata"]["labels"]["app.kubernetes.io/component"] == "serving-runtime"
+    spec = runtime["spec"]
+    assert spec["supportedModelFormats"] == [{"name": "kfkit", "version": "1", "autoSelect": True}]
+    assert spec["protocolVersions"] == ["v1", "v2", "grpc-v2"]
+    (container,) = spec["containers"]
+    assert container["name"] == "kserve-container"
+    assert container["image"] == cfg.deploy.image
+    assert container["command"] == ["python", "-m", "kfkit.serving.server"]
+    assert container["args"][:2] == ["--model-uri=/mnt/models", "--model-name={{.Name}}"]
+    assert container["ports"] == [{"containerPort": 8080, "name": "http1", "protocol": "TCP"}]  # Knative: one port
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "runAsGroup": 1000,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    assert spec["volumes"] == [{"name": "tmp", "emptyDir": {}}]
+
+
+@pytest.mark.parametrize("protocol", ["v2", "grpc-v2"])
+def test_runtime_args_are_accepted_by_the_kfkit_server(cfg, protocol):
+    """What KServe hands the container (runtime args + InferenceService args) parses with the real server parser."""
+    from kfkit.serving.server import build_parser
+
+    runtime_args = build_serving_runtime(cfg)["spec"]["containers"][0]["args"]
+    isvc = build_inference_service(with_deploy(cfg, protocol_version=protocol), storage_uri=URI)
+    args = [a.replace("{{.Name}}", isvc["metadata"]["name"]) for a in runtime_args]
+    args += isvc["spec"]["predictor"]["model"].get("args", [])
+    parsed = build_parser().parse_args(args)
+    assert parsed.model_uri == "/mnt/models"
+    assert parsed.model_name == "breast-cancer-mlp"
+    assert parsed.host == "0.0.0.0"
+    assert (parsed.http_port, parsed.grpc_port) == ((8082, 8080) if protocol == "grpc-v2" else (8080, 8081))
+
+
+@pytest.mark.parametrize(
+    "uri", ["file:///tmp/registry/m/1", "/data/m/1", "s3://", "ftp://host/m/1", "http://host/m/1", "", "S3://b/m/1"]
+)
+def test_unsupported_storage_uri_is_a_config_error(cfg, uri):
+    with pytest.raises(ConfigError) as info:
+        build_inference_service(cfg, storage_uri=uri)
+    message = str(info.value)
+    assert repr(uri) in message
+    assert "s3://" in message and "pvc://" in message  # says what would work
+
+
+def test_local_storage_uri_says_to_publish_to_s3(cfg):
+    with pytest.raises(ConfigError, match="publish the version to an S3 registry"):
+        build_inference_service(cfg, storage_uri="file:///home/me/.kfkit/registry/m/1")
+
+
+@pytest.mark.parametrize("uri", ["s3://b/m/1", "gs://b/m/1", "pvc://claim/m/1", "https://host/m/1.tar.gz"])
+def test_supported_storage_uris(cfg, uri):
+    assert build_inference_service(cfg, storage_uri=uri)["spec"]["predictor"]["model"]["storageUri"] == uri
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"min_replicas": 4, "max_replicas": 3}, "min_replicas=4"),
+        ({"min_replicas": -1}, "min_replicas=-1"),
+        ({"max_replicas": 0, "min_replicas": 0}, "max_replicas=0"),
+        ({"autoscaling_metric": "cpu", "min_replicas": 0}, "scale to zero"),
+        ({"autoscaling_metric": "latency"}, "autoscaling_metric='latency'"),
+        ({"autoscaling_target": 0}, "autoscaling_target=0"),
+        ({"container_concurrency": -2}, "container_concurrency=-2"),
+        ({"protocol_version": "grpc"}, "protocol_version='grpc'"),
+    ],
+)
+def test_inconsistent_deploy_settings_are_config_errors(cfg, changes, match):
+    with pytest.raises(ConfigError, match=match):
+        build_inference_service(with_deploy(cfg, **changes), storage_uri=URI)
+
+
+@pytest.mark.parametrize("name", ["Fraud", "1fraud", "fraud_mlp", "fraud-", "f" * 48])
+def test_invalid_model_name_is_a_config_error(cfg, name):
+    with pytest.raises(ConfigError, match="cannot name an InferenceService"):
+        build_inference_service(cfg, storage_uri=URI, model_name=name)
+
+
+def test_version_label(cfg):
+    def label(uri: str, version: str | None = None) -> str | None:
+        isvc = build_inference_service(cfg, storage_uri=uri, model_version=version)
+        return isvc["metadata"]["labels"].get("app.kubernetes.io/version")
+
+    assert label("s3://b/m/7/") == "7"
+    assert label("gs://b/m/v 2+rc") == "v-2-rc"  # derived values are tidied, not rejected
+    assert label("s3://b/m/7", "2024.06") == "2024.06"
+    with pytest.raises(ConfigError, match="model_version='-bad'"):
+        label("s3://b/m/7", "-bad")
+
+
+def test_to_yaml_round_trips(cfg):
+    docs = [build_serving_runtime(cfg), build_inference_service(cfg, storage_uri=URI)]
+    text = to_yaml(docs)
+    assert text.startswith("---\n") and text.count("\n---\n") == 1
+    assert list(yaml.safe_load_all(text)) == docs
+
+
+def test_manifests_base_matches_the_builders(cfg):
+    base = REPO / "manifests" / "base"
+    (runtime,) = yaml.safe_load_all((base / "servingruntime.yaml").read_text())
+    assert runtime == build_serving_runtime(cfg)
+    (isvc,) = yaml.safe_load_all((base / "inferenceservice.yaml").read_text())
+    expected = build_inference_service(
+        cfg, storage_uri=isvc["spec"]["predictor"]["model"]["storageUri"], model_name=isvc["metadata"]["name"]
+    )
+    assert isvc == expected
+    assert isvc["spec"]["predictor"]["model"]["storageUri"].startswith("s3://kfkit-models/")
+    kustomization = yaml.safe_load((base / "kustomization.yaml").read_text())
+    assert sorted(kustomization["resources"]) == ["inferenceservice.yaml", "serviceaccount.yaml", "servingruntime.yaml"]
+
+
+def test_deploy_yaml_mirrors_every_deploy_field():
+    keys = yaml.safe_load((REPO / "configs" / "deploy" / "kserve.yaml").read_text()).keys()
+    assert set(keys) == {f.name for f in dataclasses.fields(DeployConfig)}
