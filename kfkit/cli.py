@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve a registry version over KServe V1 REST, Open Inference Protocol V2 REST and V2 gRPC. "
         "The files are checked against the version's sha256 manifest before loading.",
     )
-    serve.add_argument("--model-uri", required=True, help="version URI printed by `kfkit run`, e.g. file:///…/registry/NAME/1")
+    serve.add_argument(
+        "--model-uri", required=True, help="version URI printed by `kfkit run`, e.g. file:///…/registry/NAME/1"
+    )
     serve.add_argument("--model-name", help="endpoint name (default: the name stored with the model)")
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     serve.add_argument("--http-port", type=int, default=8080, help="REST port (default 8080)")
@@ -81,6 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("-o", "--output", default="kfkit-training.yaml", help="output file (default kfkit-training.yaml)")
     comp.add_argument("overrides", nargs="*", metavar="OVERRIDE", help=_OVERRIDES_HELP)
 
+    manifest = sub.add_parser(
+        "manifest",
+        help="print the KServe ServingRuntime and InferenceService for a version",
+        description="Print, as YAML, kfkit's ServingRuntime and an InferenceService serving STORAGE_URI "
+        "(an S3/GCS/PVC copy of a published version), built from the deploy config group. "
+        "Pipe it to `kubectl apply -f -` on a cluster with KServe installed.",
+        epilog=_config_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    manifest.add_argument("--storage-uri", required=True, help="s3://bucket/<name>/<version> (also gs://, pvc://)")
+    manifest.add_argument("overrides", nargs="*", metavar="OVERRIDE", help=_OVERRIDES_HELP)
+
     show = sub.add_parser(
         "config",
         help="print the composed config",
@@ -96,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``kfkit`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        return {"run": _run, "serve": _serve, "compile": _compile, "config": _show_config}[args.command](args)
+        commands = {"run": _run, "serve": _serve, "compile": _compile, "manifest": _manifest, "config": _show_config}
+        return commands[args.command](args)
     except KfkitError as e:
         print(f"kfkit {args.command}: error: {e}", file=sys.stderr)
         return 2 if e.status_code == 400 else 1
@@ -122,9 +137,14 @@ def _compose(overrides: list[str]):
 
 def _preflight(cfg) -> None:
     """Fail in a second, not after training, on problems that are visible up front."""
-    from kfkit.errors import DatasetError
+    from kfkit.errors import ConfigError, DatasetError
     from kfkit.serving.local import ensure_port_free
 
+    if cfg.deploy.target != "local":
+        raise ConfigError(
+            f"deploy.target={cfg.deploy.target!r}: `kfkit run` serves on this machine (deploy=local); for a cluster "
+            "use `kfkit manifest --storage-uri s3://…` or the helm chart in helm/kfkit"
+        )
     if cfg.dataset.kind == "csv" and not Path(cfg.dataset.path).expanduser().is_file():
         raise DatasetError(
             f"dataset.path={cfg.dataset.path!r} does not exist; pass dataset.path=/path/to/data.csv (or .parquet)"
@@ -231,6 +251,15 @@ def _compile(args: argparse.Namespace) -> int:
     cfg = _compose(args.overrides)
     out = compile_pipeline(args.output, to_dict(cfg))
     print(f"kfkit compile: wrote {out}")
+    return 0
+
+
+def _manifest(args: argparse.Namespace) -> int:
+    from kfkit.inference_service import build_inference_service, build_serving_runtime, to_yaml
+
+    cfg = _compose(["deploy=kserve", *args.overrides])
+    docs = [build_serving_runtime(cfg), build_inference_service(cfg, storage_uri=args.storage_uri)]
+    print(to_yaml(docs), end="")
     return 0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Optional
 
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -51,7 +51,7 @@ class DatasetConfig:
     """CSV or Parquet file, for kind=csv."""
     label: str = "label"
     """Binary target column (0/1); the positive class is 1."""
-    features: Optional[List[str]] = None
+    features: Optional[list[str]] = None
     """Feature columns; None means every numeric column except label, entity and timestamp."""
     entity_column: Optional[str] = None
     """Entity id column (Feast join key), kept out of the features."""
@@ -83,7 +83,7 @@ class ModelConfig:
     """Registry and endpoint name of the model."""
     framework: str = "pytorch"
     """Training framework; pytorch today."""
-    hidden_dims: List[int] = field(default_factory=lambda: [64])
+    hidden_dims: list[int] = field(default_factory=lambda: [64])
     """Widths of the hidden layers of the MLP."""
     dropout: float = 0.1
     """Dropout after each hidden layer, during training only."""
@@ -270,7 +270,7 @@ def to_dict(cfg: KfkitConfig) -> dict[str, Any]:
 
 
 def _integral_floats_to_int(value: Any) -> Any:
-    """kfp passes struct parameters as protobuf Structs, where every number is a double (1000 -> 1000.0).
+    """Undo kfp turning ints into doubles: struct parameters are protobuf Structs (1000 -> 1000.0).
 
     OmegaConf refuses 1000.0 for an int field but takes 1000 for a float field, so integral floats
     become ints before validation.

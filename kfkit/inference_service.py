@@ -38,6 +38,7 @@ __all__ = [
     "to_yaml",
 ]
 
+APP_NAME = "kfkit"  # app.kubernetes.io/name and part-of
 RUNTIME_NAME = "kfkit"
 MODEL_FORMAT = "kfkit"
 MODEL_FORMAT_VERSION = "1"
@@ -64,7 +65,7 @@ def build_serving_runtime(cfg: KfkitConfig) -> dict[str, Any]:
     """The namespaced ``ServingRuntime`` named ``kfkit`` that runs kfkit's KServe model server.
 
     It claims model format ``kfkit`` version 1 (``autoSelect``), speaks protocols v1, v2 and grpc-v2, and
-    runs ``python -m kfkit.serving.server --model-uri=/mnt/models --model-name={{.Name}}``; KServe fills in
+    runs ``python -m kfkit.serving.server --model-uri=/mnt/models --model_name={{.Name}}``; KServe fills in
     ``{{.Name}}`` with the InferenceService's name.
 
     Args:
@@ -83,8 +84,7 @@ def build_serving_runtime(cfg: KfkitConfig) -> dict[str, Any]:
         command=["python", "-m", "kfkit.serving.server"],
         args=[
             f"--model-uri={MODEL_DIR}",
-            # kfkit's spelling: its server makes --model-name required, so KServe's --model_name alone fails
-            "--model-name={{.Name}}",
+            "--model_name={{.Name}}",  # KServe's spelling, as its own runtimes use; kfkit's server takes both
             "--host=0.0.0.0",  # the server binds 127.0.0.1 by default; in a pod the kubelet and Service need more
             f"--http_port={HTTP_PORT}",
             f"--grpc_port={GRPC_PORT}",
@@ -106,7 +106,7 @@ def build_serving_runtime(cfg: KfkitConfig) -> dict[str, Any]:
         metadata=k8s.V1ObjectMeta(
             name=RUNTIME_NAME,
             namespace=d.namespace,
-            labels=_labels(name=RUNTIME_NAME, instance=RUNTIME_NAME, version=__version__, component="serving-runtime"),
+            labels=_labels(name=APP_NAME, instance=RUNTIME_NAME, version=__version__, component="serving-runtime"),
         ),
         spec=V1alpha1ServingRuntimeSpec(
             annotations={"prometheus.kserve.io/port": str(HTTP_PORT), "prometheus.kserve.io/path": "/metrics"},
@@ -182,7 +182,7 @@ def build_inference_service(
         service_account_name=d.service_account or None,
         model=model,
     )
-    labels = _labels(name=RUNTIME_NAME, instance=name, version=version, component="predictor")
+    labels = _labels(name=APP_NAME, instance=name, version=version, component="predictor")
     isvc = V1beta1InferenceService(
         api_version="serving.kserve.io/v1beta1",
         kind="InferenceService",
@@ -227,7 +227,7 @@ def _labels(*, name: str, instance: str, version: str | None, component: str) ->
         "app.kubernetes.io/instance": instance,
         "app.kubernetes.io/version": version,
         "app.kubernetes.io/component": component,
-        "app.kubernetes.io/part-of": "kfkit",
+        "app.kubernetes.io/part-of": APP_NAME,
         "app.kubernetes.io/managed-by": "kfkit",
     }
     return {k: v for k, v in labels.items() if v}

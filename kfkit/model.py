@@ -100,7 +100,9 @@ def load_model(model_dir: str | Path) -> tuple[torch.nn.Module, ModelSpec]:
     spec_path, weights_path = folder / SPEC_FILE, folder / WEIGHTS_FILE
     for path in (spec_path, weights_path):
         if not path.is_file():
-            raise ModelLoadError(f"{path} is missing: is {folder} a kfkit model directory (model.json + model.safetensors)?")
+            raise ModelLoadError(
+                f"{path} is missing: is {folder} a kfkit model directory (model.json + model.safetensors)?"
+            )
     try:
         spec = ModelSpec(**json.loads(spec_path.read_text()))
     except (TypeError, ValueError) as e:

@@ -67,12 +67,13 @@ def _model_card(cfg: KfkitConfig, schema: dict, metrics: dict, run_id: str) -> s
     splits = ", ".join(f"{k} {v} rows ({schema['positives'][k]} positive)" for k, v in schema["rows"].items())
     return f"""# Model card: {cfg.model.name}
 
-- **Task**: binary classification of `{schema["label"]}` (1 = positive) from {len(schema["feature_names"])} numeric features.
+- **Task**: binary classification of `{schema["label"]}` (1 = positive)
+  from {len(schema["feature_names"])} numeric features.
 - **Data**: `{cfg.dataset.kind}`{f" ({cfg.dataset.path})" if cfg.dataset.path else ""}; {splits}.
 - **Model**: {cfg.model.framework} MLP, hidden layers {list(cfg.model.hidden_dims)}, dropout {cfg.model.dropout};
   inputs are standardised inside the model with training-split statistics.
-- **Training**: {cfg.training.epochs} epochs, batch {cfg.training.batch_size} per process, AdamW lr {cfg.training.learning_rate},
-  {cfg.training.nproc} DDP process(es).
+- **Training**: {cfg.training.epochs} epochs, batch {cfg.training.batch_size} per process,
+  AdamW lr {cfg.training.learning_rate}, {cfg.training.nproc} DDP process(es).
 - **Operating threshold**: {cfg.evaluation.threshold}.
 - **Produced by**: kfkit {__version__}{f", pipeline run {run_id}" if run_id else ""}.
 

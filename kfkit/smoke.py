@@ -51,7 +51,9 @@ def run_smoke_test(
         "version": version,
         "model_uri": model_uri,
         "registry_uri": model_uri.rsplit("/", 2)[0],
-        "test_metrics": {k: evaluation["metrics"][k] for k in ("accuracy", "roc_auc", "pr_auc", "f1", "precision", "recall")},
+        "test_metrics": {
+            k: evaluation["metrics"][k] for k in ("accuracy", "roc_auc", "pr_auc", "f1", "precision", "recall")
+        },
         "threshold": evaluation["threshold"],
         "endpoint": endpoint.to_dict(),
         "urls": {

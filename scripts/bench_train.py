@@ -39,7 +39,9 @@ def main() -> int:
                 f"training.batch_size={args.batch_size}", "training.log_every=1000"]  # fmt: skip
         started = time.perf_counter()
         prepared = prepare(compose(base).dataset, Path(tmp) / "prepared")
-        print(f"prepared {args.rows:,} rows ({prepared.rows['train']:,} train) in {time.perf_counter() - started:.1f} s")
+        print(
+            f"prepared {args.rows:,} rows ({prepared.rows['train']:,} train) in {time.perf_counter() - started:.1f} s"
+        )
         for repeat in range(args.repeats):
             for n in nprocs:  # alternate configurations so drift in machine load hits both alike
                 cfg = compose([*base, f"training.nproc={n}"])

@@ -41,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # Same destination as KServe's --model_name, so the two spellings are one setting.
     parser.add_argument(
-        "--model-name", dest="model_name", help="endpoint name in the URL paths (default: the name stored with the model)"
+        "--model-name",
+        dest="model_name",
+        help="endpoint name in the URL paths (default: the name stored with the model)",
     )
     parser.set_defaults(model_name=None)  # KServe's --model_name defaults to "model"; ours to the stored name
     parser.add_argument(

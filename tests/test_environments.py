@@ -14,7 +14,8 @@ import sys, alibi_detect, pandas as pd
 from alibi_detect.cd import TabularDrift
 ref, same, shifted = (pd.read_parquet(p).to_numpy(dtype="float32") for p in sys.argv[1:4])
 detector = TabularDrift(ref, p_val=0.05)
-print(alibi_detect.__version__, detector.predict(same)["data"]["is_drift"], detector.predict(shifted)["data"]["is_drift"])
+flags = [detector.predict(x)["data"]["is_drift"] for x in (same, shifted)]
+print(alibi_detect.__version__, *flags)
 """
 
 

@@ -167,7 +167,7 @@ def test_serving_runtime_spec(cfg):
     assert container["name"] == "kserve-container"
     assert container["image"] == cfg.deploy.image
     assert container["command"] == ["python", "-m", "kfkit.serving.server"]
-    assert container["args"][:2] == ["--model-uri=/mnt/models", "--model-name={{.Name}}"]
+    assert container["args"][:2] == ["--model-uri=/mnt/models", "--model_name={{.Name}}"]
     assert container["ports"] == [{"containerPort": 8080, "name": "http1", "protocol": "TCP"}]  # Knative: one port
     assert container["securityContext"] == {
         "allowPrivilegeEscalation": False,

@@ -59,6 +59,9 @@ def test_namespace_imports_and_bare_names_do_not(tmp_path):
 
 
 def test_cli_import_stays_light():
-    code = "import sys, kfkit.cli, kfkit.pipelines; print(','.join(m for m in ('torch','tensorflow','kserve') if m in sys.modules))"
+    code = (
+        "import sys, kfkit.cli, kfkit.pipelines\n"
+        "print(','.join(m for m in ('torch', 'tensorflow', 'kserve') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""

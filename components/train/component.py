@@ -22,7 +22,9 @@ def train(config: dict, prepared: Input[Dataset], model: Output[Model], training
     cfg = from_dict(config)
     summary = run_training(prepared.path, cfg, model.path)
     last = summary["history"][-1]
-    model.metadata.update({"framework": cfg.model.framework, "name": cfg.model.name, "world_size": summary["world_size"]})
+    model.metadata.update(
+        {"framework": cfg.model.framework, "name": cfg.model.name, "world_size": summary["world_size"]}
+    )
     for key in ("train_loss", "val_loss", "samples_per_s"):
         training_metrics.log_metric(key, float(last[key]))
     training_metrics.log_metric("seconds", float(summary["seconds"]))

@@ -63,7 +63,9 @@ def validate_frame(frame: pd.DataFrame, cfg: DatasetConfig, features: list[str])
         raise DatasetError("no numeric feature columns found; list them in dataset.features=[a,b,c]")
     non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
     if non_numeric:
-        raise DatasetError(f"feature columns {non_numeric} are not numeric; encode them or drop them from dataset.features")
+        raise DatasetError(
+            f"feature columns {non_numeric} are not numeric; encode them or drop them from dataset.features"
+        )
     subset = frame[[*features, cfg.label]]
     na_rows = subset.isna().any(axis=1) | ~np.isfinite(subset[features].to_numpy(dtype=np.float64)).all(axis=1)
     if na_rows.any():
@@ -76,7 +78,7 @@ def validate_frame(frame: pd.DataFrame, cfg: DatasetConfig, features: list[str])
             )
         frame = frame.loc[~na_rows]
     labels = set(pd.unique(frame[cfg.label]))
-    if not labels <= {0, 1, True, False}:
+    if not labels <= {0, 1}:
         raise DatasetError(f"label column {cfg.label!r} must be 0/1; found values {sorted(map(str, labels))[:10]}")
     counts = frame[cfg.label].astype("int64").value_counts()
     if counts.get(1, 0) < 2 or counts.get(0, 0) < 2:

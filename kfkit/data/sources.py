@@ -78,7 +78,9 @@ def synthetic_fraud(
     y = (rng.random(n_rows) < positive_rate).astype("int64")
     latent = rng.standard_normal((n_rows, N_FRAUD_FEATURES - 2), dtype=np.float32)
     shift = np.zeros(N_FRAUD_FEATURES - 2, dtype=np.float32)
-    shift[list(_SIGNAL_FEATURES)] = rng.uniform(0.6, 1.4, len(_SIGNAL_FEATURES)) * rng.choice([-1, 1], len(_SIGNAL_FEATURES))
+    shift[list(_SIGNAL_FEATURES)] = rng.uniform(0.6, 1.4, len(_SIGNAL_FEATURES)) * rng.choice(
+        [-1, 1], len(_SIGNAL_FEATURES)
+    )
     latent += y[:, None] * shift
     amount = np.exp(rng.normal(3.5 + 0.8 * y, 1.0)).astype(np.float32)
     night = rng.random(n_rows) < np.where(y == 1, 0.6, 0.2)

@@ -49,12 +49,12 @@ def train(prepared_dir: str | Path, cfg: KfkitConfig, out_dir: str | Path) -> di
     try:
         completed = subprocess.run(command, env=env, timeout=cfg.training.timeout_s, check=False)
     except subprocess.TimeoutExpired as e:
-        raise TrainingError(f"training ran past training.timeout_s={cfg.training.timeout_s}s; raise it or train less") from e
+        raise TrainingError(
+            f"training ran past training.timeout_s={cfg.training.timeout_s}s; raise it or train less"
+        ) from e
     finally:
         config_path.unlink(missing_ok=True)
     summary_path = out / TRAINING_SUMMARY_FILE
     if completed.returncode != 0 or not summary_path.is_file():
-        raise TrainingError(
-            f"torchrun exited with status {completed.returncode}; the worker output above says why"
-        )
+        raise TrainingError(f"torchrun exited with status {completed.returncode}; the worker output above says why")
     return json.loads(summary_path.read_text())

@@ -95,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     positives = float(y_train.sum())
     pos_weight = train_cfg.pos_weight or max(1.0, (len(y_train) - positives) / max(positives, 1.0))
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=device))
-    optimizer = torch.optim.AdamW(ddp_model.parameters(), lr=train_cfg.learning_rate, weight_decay=train_cfg.weight_decay)
+    optimizer = torch.optim.AdamW(
+        ddp_model.parameters(), lr=train_cfg.learning_rate, weight_decay=train_cfg.weight_decay
+    )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=train_cfg.epochs)
     # The sampler gives each rank its own shard, reshuffled per epoch by set_epoch; all ranks see
     # the same number of batches, so DDP's all-reduce never waits on a rank that has run out.

@@ -28,8 +28,8 @@ def test_prep_train_evaluate_publish_chain(tmp_path, make_config):
     assert training_metrics.metadata["samples_per_s"] > 0
     assert model.metadata["world_size"] == 1
 
-    outputs = {name: cls(uri=str(tmp_path / name)) for name, cls in
-               [("metrics", Metrics), ("roc", ClassificationMetrics), ("report", HTML), ("evaluation", Artifact)]}  # fmt: skip
+    kinds = {"metrics": Metrics, "roc": ClassificationMetrics, "report": HTML, "evaluation": Artifact}
+    outputs = {name: cls(uri=str(tmp_path / name)) for name, cls in kinds.items()}
     evaluate.python_func(config=config, prepared=prepared, model=model, **outputs)
     assert outputs["metrics"].metadata["accuracy"] >= 0.9
     assert outputs["roc"].metadata["confidenceMetrics"]

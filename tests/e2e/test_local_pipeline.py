@@ -85,7 +85,11 @@ def test_served_endpoint_answers_clients_until_ctrl_c(tmp_path, free_port):
     finally:
         if process.poll() is None:
             process.kill()
-        pid = json.loads((tmp_path / "summary.json").read_text())["endpoint"]["pid"] if (tmp_path / "summary.json").is_file() else None
+        pid = (
+            json.loads((tmp_path / "summary.json").read_text())["endpoint"]["pid"]
+            if (tmp_path / "summary.json").is_file()
+            else None
+        )
         if pid:
             try:
                 os.killpg(pid, signal.SIGKILL)
