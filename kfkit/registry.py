@@ -13,13 +13,13 @@ import os
 import shutil
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 from kfkit.errors import RegistryError
 
-__all__ = ["ModelVersion", "publish", "resolve", "verify", "sha256_file", "MANIFEST_FILE"]
+__all__ = ["ModelVersion", "publish", "resolve", "verify", "root_path", "sha256_file", "MANIFEST_FILE"]
 
 MANIFEST_FILE = "manifest.json"
 _STAGING_PREFIX = ".staging-"
@@ -154,8 +154,3 @@ def verify(folder: str | Path) -> dict:
 def _next_version(model_root: Path) -> int:
     numbers = [int(p.name) for p in model_root.iterdir() if p.is_dir() and p.name.isdigit()]
     return max(numbers, default=0) + 1
-
-
-def describe(version: ModelVersion) -> dict:
-    """The version as a JSON-ready dict."""
-    return asdict(version)

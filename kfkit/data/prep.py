@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
     from kfkit.config import DatasetConfig
 
-__all__ = ["PreparedData", "prepare", "feature_columns", "validate_frame", "SPLITS"]
+__all__ = ["PreparedData", "prepare", "load_prepared", "feature_columns", "validate_frame", "SPLITS"]
 
 SPLITS = ("train", "val", "test")
 

@@ -30,6 +30,7 @@ def test_compiled_pipeline_has_every_step_in_order(tmp_path, make_config):
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:You may be attemping:RuntimeWarning")  # kfp: image name lacks "python"
 def test_prep_runs_on_kfp_local(tmp_path, make_config):
     from kfp import local
 
