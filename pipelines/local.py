@@ -2,17 +2,50 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
+import sys
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
+from kfkit import errors
 from kfkit.errors import PipelineError
 
 if TYPE_CHECKING:
     from kfkit.config import KfkitConfig
 
 __all__ = ["run_local"]
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# The last line of a step's traceback when a kfkit error stopped it, as kfp.local echoes it.
+_STEP_ERROR = re.compile(r"^\s*kfkit\.errors\.(\w+): (.+)$")
+_FAILED_TASK = re.compile(r"Inner task failed: '([\w-]+)'")
+
+
+class _ErrorTap:
+    """Passes a step's output through unchanged and remembers the last kfkit error it reports.
+
+    kfp.local echoes each step's output with ``print``; when a step fails, the user should get the
+    step's own one-line reason at the end, not only "task failed" after a page of logs.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._partial = ""
+        self.last_error: tuple[str, str] | None = None
+
+    def write(self, text: str) -> int:
+        self._partial += text
+        *lines, self._partial = self._partial.split("\n")
+        for line in lines:
+            if match := _STEP_ERROR.match(_ANSI.sub("", line)):
+                self.last_error = (match.group(1), match.group(2).strip())
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str):  # flush, isatty, encoding ... of the real stream
+        return getattr(self._stream, name)
 
 
 def run_local(cfg: KfkitConfig) -> dict:
@@ -22,7 +55,8 @@ def run_local(cfg: KfkitConfig) -> dict:
     deploy starts keeps running after this returns; stop it with ``kfkit.serving.local.stop_server``.
 
     Raises:
-        PipelineError: a step failed; its output above says why.
+        KfkitError: a step failed with a kfkit error; the same error class and message, naming the step.
+        PipelineError: a step failed otherwise; its output above says why.
     """
     from kfp import local
 
@@ -32,11 +66,20 @@ def run_local(cfg: KfkitConfig) -> dict:
     work_dir = Path(cfg.work_dir).resolve()
     # use_venv=False: steps run in this interpreter, which already has kfkit and its pinned dependencies.
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(work_dir / "pipeline_root"))
-    with warnings.catch_warnings():
+    tap = _ErrorTap(sys.stdout)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(tap):
         # kfp warns that the kfkit image name has no "python" in it; the subprocess runner ignores images.
         warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
         try:
             task = training_pipeline(config=to_dict(cfg))
         except RuntimeError as e:
-            raise PipelineError(f"pipeline failed: {e}") from e
+            reason = _ANSI.sub("", str(e))
+            step = match.group(1) if (match := _FAILED_TASK.search(reason)) else "a step"
+            if tap.last_error is not None:
+                name, message = tap.last_error
+                error_class = getattr(errors, name, PipelineError)
+                if not (isinstance(error_class, type) and issubclass(error_class, errors.KfkitError)):
+                    error_class = PipelineError
+                raise error_class(f"step {step} failed: {message}") from e
+            raise PipelineError(f"step {step} failed; its output above says why ({reason})") from e
     return json.loads(Path(task.output.path).read_text())

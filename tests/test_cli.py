@@ -111,3 +111,14 @@ def test_run_refuses_cluster_target_at_once(tmp_path):
     assert result.returncode == 2
     assert "deploy.target='kserve'" in result.stderr
     assert "kfkit manifest" in result.stderr
+
+
+@pytest.mark.slow
+def test_failing_step_ends_with_its_own_reason(tmp_path):
+    data = tmp_path / "no_label.csv"
+    data.write_text("a,b\n1,2\n3,4\n")
+    result = _kfkit("run", "dataset=csv", f"dataset.path={data}", f"work_dir={tmp_path / 'work'}")
+    assert result.returncode == 2  # a DatasetError: the user's input, not a crash
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("kfkit run: error: step prep failed: columns ['label'] not found")
+    assert "dataset.label" in last
