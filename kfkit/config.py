@@ -8,6 +8,8 @@ The composed config travels to pipeline components as a plain dict and is re-val
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -33,7 +35,8 @@ __all__ = [
     "to_dict",
 ]
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# The folder of the kfkit.configs package: configs/ in a checkout, site-packages/kfkit/configs in an image.
+CONFIG_DIR = Path(importlib.util.find_spec("kfkit.configs").submodule_search_locations[0])
 DATASET_KINDS = ("breast_cancer", "synthetic_fraud", "csv")
 FRAMEWORKS = ("pytorch",)
 BACKENDS = ("auto", "gloo", "nccl")
@@ -327,8 +330,6 @@ def validate(cfg: KfkitConfig) -> None:
         raise ConfigError(f"model.dropout={cfg.model.dropout} must be in [0, 1)")
     if not 0 < cfg.evaluation.threshold < 1:
         raise ConfigError(f"evaluation.threshold={cfg.evaluation.threshold} must be in (0, 1)")
-    import re
-
     if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", cfg.model.name) or len(cfg.model.name) > 63:
         raise ConfigError(
             f"model.name={cfg.model.name!r} is not a valid Kubernetes name: use lower-case letters, "

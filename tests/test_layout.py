@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 EXPECTED_PACKAGES = {
@@ -65,3 +67,22 @@ def test_cli_import_stays_light():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""
+
+
+@pytest.mark.slow
+def test_wheel_carries_every_package_and_the_yaml_configs(tmp_path):
+    """What the Docker image installs (`pip install .`): no package or config group left behind."""
+    import zipfile
+
+    command = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path)]
+    subprocess.run([*command, str(REPO)], check=True, capture_output=True, timeout=300)
+    (wheel,) = tmp_path.glob("kfkit-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    yaml_files = {
+        f"kfkit/configs/{p.relative_to(REPO / 'configs').as_posix()}" for p in (REPO / "configs").rglob("*.yaml")
+    }
+    assert yaml_files <= names, sorted(yaml_files - names)
+    for step in ("prep", "train", "evaluate", "publish", "deploy", "smoke_test"):
+        assert f"kfkit/components/{step}/component.py" in names
+    for module in ("kfkit/serving/server.py", "kfkit/pipelines/training_pipeline.py", "kfkit/training/worker.py"):
+        assert module in names
