@@ -137,7 +137,8 @@ def _compose(overrides: list[str]):
 
 def _preflight(cfg) -> None:
     """Fail in a second, not after training, on problems that are visible up front."""
-    from kfkit.errors import ConfigError, DatasetError
+    from kfkit.data.sources import dataset_file
+    from kfkit.errors import ConfigError
     from kfkit.serving.local import ensure_port_free
 
     if cfg.deploy.target != "local":
@@ -145,10 +146,8 @@ def _preflight(cfg) -> None:
             f"deploy.target={cfg.deploy.target!r}: `kfkit run` serves on this machine (deploy=local); for a cluster "
             "use `kfkit manifest --storage-uri s3://…` or the helm chart in helm/kfkit"
         )
-    if cfg.dataset.kind == "csv" and not Path(cfg.dataset.path).expanduser().is_file():
-        raise DatasetError(
-            f"dataset.path={cfg.dataset.path!r} does not exist; pass dataset.path=/path/to/data.csv (or .parquet)"
-        )
+    if cfg.dataset.kind == "csv":
+        dataset_file(cfg.dataset.path)
     ensure_port_free(cfg.serving.host, cfg.serving.http_port, "serving.http_port")
     ensure_port_free(cfg.serving.host, cfg.serving.grpc_port, "serving.grpc_port")
 
@@ -236,11 +235,10 @@ def _stop_servers_started_since(work_dir: Path, since: float) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from kfkit.serving.server import main as serve_main
 
-    argv = ["--model-uri", args.model_uri, "--http_port", str(args.http_port), "--grpc_port", str(args.grpc_port)]
+    argv = ["--model-uri", args.model_uri, "--host", args.host]
+    argv += ["--http_port", str(args.http_port), "--grpc_port", str(args.grpc_port)]
     if args.model_name:
         argv += ["--model-name", args.model_name]
-    if args.host:
-        argv += ["--host", args.host]
     return serve_main(argv)
 
 

@@ -350,7 +350,21 @@ def _one_line(error: Exception) -> str:
     text = str(error).strip()
     cause = error.__cause__
     if cause is not None and str(cause).strip() and str(cause).strip() not in text:
-        text = f"{text}: {str(cause).strip()}"
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    keep = [line for line in lines if not line.startswith(("object_type=", "Set the environment"))]
-    return "; ".join(keep) + "; see `kfkit run --help` for the config groups and keys"
+        text = f"{text}\n{str(cause).strip()}"
+    parts: list[str] = []
+    listing = False  # inside "Available options in 'dataset':" and the names under it
+    for line in (line.strip() for line in text.splitlines()):
+        if line.startswith("Config search path"):
+            break  # where Hydra looked: noise to a user who mistyped an option
+        if not line or line.startswith(_NOISE):
+            continue
+        if listing:
+            parts[-1] += (" " if parts[-1].endswith(":") else ", ") + line
+            continue
+        parts.append(line)
+        listing = line.endswith(":")
+    return "; ".join(parts) + "; see `kfkit run --help` for the config groups and keys"
+
+
+# Hydra/OmegaConf lines that do not help: internals, and advice ("+key=value") a typed schema refuses.
+_NOISE = ("object_type=", "reference_type=", "Set the environment", "To append to your config")

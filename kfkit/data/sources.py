@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
     from kfkit.config import DatasetConfig
 
-__all__ = ["load", "breast_cancer", "synthetic_fraud", "read_table", "N_FRAUD_FEATURES"]
+__all__ = ["load", "breast_cancer", "synthetic_fraud", "read_table", "dataset_file", "N_FRAUD_FEATURES"]
 
 N_FRAUD_FEATURES = 30
 # Features whose class-conditional means differ (the signal) and those that drift moves.
@@ -98,6 +98,18 @@ def synthetic_fraud(
     return frame
 
 
+def dataset_file(path: str) -> Path:
+    """The file ``dataset.path`` names.
+
+    Raises:
+        DatasetError: it does not exist.
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise DatasetError(f"dataset.path={path!r} does not exist; pass dataset.path=/path/to/data.csv (or .parquet)")
+    return file
+
+
 def read_table(path: str) -> pd.DataFrame:
     """Read a CSV or Parquet file.
 
@@ -106,9 +118,7 @@ def read_table(path: str) -> pd.DataFrame:
     """
     import pandas as pd
 
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise DatasetError(f"dataset.path={path!r} does not exist; pass dataset.path=/path/to/data.csv (or .parquet)")
+    file = dataset_file(path)
     suffix = file.suffix.lower()
     try:
         if suffix in (".csv", ".txt"):
