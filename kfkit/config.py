@@ -23,7 +23,9 @@ __all__ = [
     "DatasetConfig",
     "ModelConfig",
     "TrainingConfig",
+    "ClusterTrainingConfig",
     "EvaluationConfig",
+    "GateConfig",
     "RegistryConfig",
     "ServingConfig",
     "DriftConfig",
@@ -38,10 +40,13 @@ __all__ = [
 # The folder of the kfkit.configs package: configs/ in a checkout, site-packages/kfkit/configs in an image.
 CONFIG_DIR = Path(importlib.util.find_spec("kfkit.configs").submodule_search_locations[0])
 DATASET_KINDS = ("breast_cancer", "synthetic_fraud", "csv")
-FRAMEWORKS = ("pytorch",)
+FRAMEWORKS = ("pytorch", "tensorflow")
 BACKENDS = ("auto", "gloo", "nccl")
 DEVICES = ("auto", "cpu", "cuda")
 DEPLOY_TARGETS = ("local", "kserve")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+TRAIN_LAUNCHERS = ("local", "in_pod", "pytorchjob", "trainjob")
+THRESHOLD_RULES = ("fixed", "max_f1", "recall_at_precision")
 
 
 @dataclass
@@ -85,11 +90,42 @@ class ModelConfig:
     name: str = "${dataset.model_name}"
     """Registry and endpoint name of the model."""
     framework: str = "pytorch"
-    """Training framework; pytorch today."""
+    """Training framework: pytorch (DDP via torchrun) or tensorflow (Keras, MultiWorkerMirroredStrategy)."""
     hidden_dims: list[int] = field(default_factory=lambda: [64])
     """Widths of the hidden layers of the MLP."""
     dropout: float = 0.1
     """Dropout after each hidden layer, during training only."""
+
+
+@dataclass
+class ClusterTrainingConfig:
+    """How the train step runs on a Kubernetes cluster (ignored by local runs)."""
+
+    launcher: str = "local"
+    """local (torchrun on this machine), in_pod (torchrun inside the kfp step's pod), pytorchjob (Kubeflow
+    Training Operator v1) or trainjob (Kubeflow Trainer v2): the last two submit a job and wait for it."""
+    num_nodes: int = 1
+    """Pods (nodes) of a PyTorchJob/TrainJob; each runs training.nproc processes."""
+    gpus_per_node: int = 0
+    """nvidia.com/gpu requested per pod (0 = CPU); when set, training.nproc should equal it."""
+    image: Optional[str] = None
+    """Training image; None uses deploy.image."""
+    namespace: Optional[str] = None
+    """Namespace of the job; None uses deploy.namespace."""
+    node_selector: dict[str, str] = field(default_factory=dict)
+    """Node labels the training pods must match, e.g. {nvidia.com/gpu.product: NVIDIA-H100-80GB-HBM3}."""
+    tolerations: list[dict[str, str]] = field(default_factory=list)
+    """Kubernetes tolerations (key/operator/value/effect), e.g. for a tainted GPU node pool."""
+    shm_size: str = "2Gi"
+    """Size of the memory-backed /dev/shm volume (NCCL and DataLoader workers need more than 64Mi)."""
+    cpu_request: str = "2"
+    """CPU request per training pod."""
+    memory_request: str = "8Gi"
+    """Memory request per training pod."""
+    runtime_ref: str = "torch-distributed"
+    """TrainJob only: the ClusterTrainingRuntime to use."""
+    job_timeout_s: int = 86_400
+    """How long the submitting step waits for the job to finish."""
 
 
 @dataclass
@@ -118,6 +154,16 @@ class TrainingConfig:
     """Print a progress line every N epochs (and on the last)."""
     timeout_s: int = 3600
     """Fail the training step if torchrun runs longer than this."""
+    early_stopping_patience: int = 0
+    """Stop after this many epochs without a better validation PR-AUC and keep the best epoch (0 = off)."""
+    checkpoint_every_steps: int = 0
+    """Write a resumable checkpoint every N optimizer steps (0 = at the end of every epoch)."""
+    checkpoint_dir: Optional[str] = None
+    """Where checkpoints live; None = a folder next to the model output. A run finding one there resumes."""
+    precision: str = "auto"
+    """auto (bf16 autocast on CUDA when supported, fp32 on CPU), fp32, bf16 or fp16 (CUDA only)."""
+    cluster: ClusterTrainingConfig = field(default_factory=ClusterTrainingConfig)
+    """Cluster launch settings."""
 
 
 @dataclass
@@ -125,7 +171,31 @@ class EvaluationConfig:
     """Test-set metrics."""
 
     threshold: float = 0.5
-    """Probability at or above which a row is labelled positive."""
+    """Probability at or above which a row is labelled positive, for threshold_rule=fixed."""
+    threshold_rule: str = "max_f1"
+    """How the operating threshold is picked on the validation split: fixed, max_f1 or recall_at_precision."""
+    target_precision: float = 0.9
+    """For threshold_rule=recall_at_precision: the lowest acceptable precision."""
+    calibration_bins: int = 10
+    """Bins of the reliability diagram and the expected calibration error."""
+    segments: list[str] = field(default_factory=list)
+    """Columns to break the test metrics down by (numeric columns are cut into quartiles)."""
+
+
+@dataclass
+class GateConfig:
+    """What a candidate must clear before it is published and deployed."""
+
+    enabled: bool = True
+    """Evaluate the gate at all (off: every candidate passes, with a warning)."""
+    min_metrics: dict[str, float] = field(default_factory=lambda: {"roc_auc": 0.8})
+    """Absolute floors on test metrics, e.g. {roc_auc: 0.95, pr_auc: 0.5}."""
+    compare_metrics: list[str] = field(default_factory=lambda: ["roc_auc", "pr_auc"])
+    """Metrics on which the candidate must not be worse than the champion."""
+    max_regression: float = 0.01
+    """How much worse than the champion (absolute) a candidate may be on each compared metric."""
+    champion_alias: str = "production"
+    """Registry alias of the current champion; the candidate is scored on the same test rows."""
 
 
 @dataclass
@@ -133,7 +203,14 @@ class RegistryConfig:
     """Where published versions live."""
 
     uri: str = "file://.kfkit/registry"
-    """Registry root: file://PATH (relative paths resolve against the working directory)."""
+    """Registry root: file://PATH (relative paths resolve against the working directory) or s3://BUCKET/PREFIX."""
+    endpoint: Optional[str] = None
+    """S3 endpoint URL for s3:// registries, e.g. http://minio.kfkit:9000; None reads $AWS_ENDPOINT_URL
+    (else AWS). Credentials come from $AWS_ACCESS_KEY_ID / $AWS_SECRET_ACCESS_KEY, as KServe's do."""
+    region: Optional[str] = None
+    """S3 region; None reads $AWS_REGION."""
+    promote_to: Optional[str] = "production"
+    """Alias a version gets once it passes the gate and is published; None leaves the aliases as they are."""
 
 
 @dataclass
@@ -148,6 +225,16 @@ class ServingConfig:
     """Open Inference Protocol V2 gRPC port."""
     startup_timeout_s: float = 120.0
     """How long deploy waits for /v2/health/ready."""
+    max_batch_size: int = 32
+    """Adaptive batching: most rows one forward pass takes from concurrent requests (1 = no batching)."""
+    max_batch_latency_ms: float = 2.0
+    """Adaptive batching: longest a request waits for others to join its batch."""
+    max_body_bytes: int = 8_388_608
+    """Largest request body accepted; bigger ones get 413."""
+    payload_log_url: Optional[str] = None
+    """Where request/response CloudEvents go (KServe logger format); None = no payload logging."""
+    payload_log_queue_size: int = 1000
+    """Payload events buffered before new ones are dropped (and counted) rather than slow predictions."""
 
 
 @dataclass
@@ -206,6 +293,7 @@ class KfkitConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
@@ -306,6 +394,9 @@ def validate(cfg: KfkitConfig) -> None:
     _choice("training.backend", cfg.training.backend, BACKENDS)
     _choice("training.device", cfg.training.device, DEVICES)
     _choice("deploy.target", cfg.deploy.target, DEPLOY_TARGETS)
+    _choice("training.precision", cfg.training.precision, PRECISIONS)
+    _choice("training.cluster.launcher", cfg.training.cluster.launcher, TRAIN_LAUNCHERS)
+    _choice("evaluation.threshold_rule", cfg.evaluation.threshold_rule, THRESHOLD_RULES)
     if cfg.dataset.kind == "csv" and not cfg.dataset.path:
         raise ConfigError("dataset=csv needs a file: pass dataset.path=/path/to/data.csv (or .parquet)")
     holdout = cfg.dataset.val_fraction + cfg.dataset.test_fraction
@@ -321,6 +412,11 @@ def validate(cfg: KfkitConfig) -> None:
         ("training.batch_size", cfg.training.batch_size),
         ("training.nproc", cfg.training.nproc),
         ("dataset.n_rows", cfg.dataset.n_rows),
+        ("training.cluster.num_nodes", cfg.training.cluster.num_nodes),
+        ("evaluation.calibration_bins", cfg.evaluation.calibration_bins),
+        ("serving.max_batch_size", cfg.serving.max_batch_size),
+        ("serving.max_body_bytes", cfg.serving.max_body_bytes),
+        ("serving.payload_log_queue_size", cfg.serving.payload_log_queue_size),
     ):
         if value < 1:
             raise ConfigError(f"{key}={value} must be at least 1")
@@ -330,6 +426,17 @@ def validate(cfg: KfkitConfig) -> None:
         raise ConfigError(f"model.dropout={cfg.model.dropout} must be in [0, 1)")
     if not 0 < cfg.evaluation.threshold < 1:
         raise ConfigError(f"evaluation.threshold={cfg.evaluation.threshold} must be in (0, 1)")
+    for key, value in (
+        ("training.early_stopping_patience", cfg.training.early_stopping_patience),
+        ("training.checkpoint_every_steps", cfg.training.checkpoint_every_steps),
+        ("training.cluster.gpus_per_node", cfg.training.cluster.gpus_per_node),
+        ("serving.max_batch_latency_ms", cfg.serving.max_batch_latency_ms),
+        ("gate.max_regression", cfg.gate.max_regression),
+    ):
+        if value < 0:
+            raise ConfigError(f"{key}={value} must not be negative")
+    if not 0 < cfg.evaluation.target_precision < 1:
+        raise ConfigError(f"evaluation.target_precision={cfg.evaluation.target_precision} must be in (0, 1)")
     if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", cfg.model.name) or len(cfg.model.name) > 63:
         raise ConfigError(
             f"model.name={cfg.model.name!r} is not a valid Kubernetes name: use lower-case letters, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,10 +14,24 @@ if TYPE_CHECKING:  # torch is heavy: import it only where a model is built
     import numpy as np
     import torch
 
-__all__ = ["ModelSpec", "build_model", "save_model", "load_model", "predict_proba", "WEIGHTS_FILE", "SPEC_FILE"]
+__all__ = [
+    "ModelSpec",
+    "build_model",
+    "save_model",
+    "load_model",
+    "load_spec",
+    "load_scorer",
+    "predict_proba",
+    "WEIGHTS_FILE",
+    "SPEC_FILE",
+    "SAVED_MODEL_DIR",
+]
 
 WEIGHTS_FILE = "model.safetensors"
 SPEC_FILE = "model.json"
+# TensorFlow models: a SavedModel whose `serving_default` signature maps `features` (float32, [batch,
+# n_features]) to `probability` (float32, [batch]); model.json sits beside it as for PyTorch models.
+SAVED_MODEL_DIR = "saved_model"
 
 
 @dataclass
@@ -114,6 +129,39 @@ def load_model(model_dir: str | Path) -> tuple[torch.nn.Module, ModelSpec]:
         raise ModelLoadError(f"{weights_path} does not match {spec_path}: {e}") from e
     model.eval()
     return model, spec
+
+
+def load_spec(model_dir: str | Path) -> ModelSpec:
+    """Read ``model.json`` of a saved model of any framework.
+
+    Raises:
+        ModelLoadError: the spec is missing or malformed.
+    """
+    spec_path = Path(model_dir) / SPEC_FILE
+    if not spec_path.is_file():
+        raise ModelLoadError(f"{spec_path} is missing: is {model_dir} a kfkit model directory?")
+    try:
+        return ModelSpec(**json.loads(spec_path.read_text()))
+    except (TypeError, ValueError) as e:
+        raise ModelLoadError(f"{spec_path} is not a kfkit model spec: {e}") from e
+
+
+def load_scorer(model_dir: str | Path) -> tuple[Callable[[np.ndarray], np.ndarray], ModelSpec]:
+    """A function from a 2-D float array to positive-class probabilities, for a model of any framework.
+
+    Evaluation, the gate and the smoke test score through this, so a TensorFlow model is measured
+    exactly like a PyTorch one.
+
+    Raises:
+        ModelLoadError: the folder is not a loadable kfkit model.
+    """
+    spec = load_spec(model_dir)
+    if spec.framework == "tensorflow":
+        from kfkit.tf_model import load_tf_scorer  # TensorFlow is heavy: only for TF models
+
+        return load_tf_scorer(model_dir), spec
+    model, spec = load_model(model_dir)
+    return (lambda features: predict_proba(model, features)), spec
 
 
 def predict_proba(model: torch.nn.Module, features: np.ndarray) -> np.ndarray:
