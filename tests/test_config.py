@@ -62,3 +62,17 @@ def test_numbers_that_went_through_a_kfp_struct_still_validate():
     cfg = from_dict(data)
     assert cfg.drift.reference_rows == 1000
     assert isinstance(cfg.training.learning_rate, float)
+
+
+def test_a_new_key_under_a_map_field_gets_the_plus_hint() -> None:
+    with pytest.raises(ConfigError, match=r"\+gate\.min_metrics\.pr_auc=VALUE"):
+        compose(["gate.min_metrics.pr_auc=0.5"])
+    cfg = compose(["+gate.min_metrics.pr_auc=0.5", "+training.cluster.node_selector.gpu=h100"])
+    assert cfg.gate.min_metrics == {"roc_auc": 0.8, "pr_auc": 0.5}
+    assert cfg.training.cluster.node_selector == {"gpu": "h100"}
+
+
+def test_a_typo_in_a_typed_section_gets_no_plus_hint() -> None:
+    with pytest.raises(ConfigError) as info:
+        compose(["training.epochz=3"])
+    assert "'+'" not in str(info.value) and "training.epochz" in str(info.value)

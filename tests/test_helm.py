@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import yaml
 
 from kfkit.config import compose
 from kfkit.inference_service import build_inference_service, build_serving_runtime
+from kfkit.training.cluster import JOB_KINDS, SHARED_PVC, build_training_job
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +28,9 @@ EXPECTED_KINDS = {
     "default-values.yaml": ["ServiceAccount", "ServingRuntime"],
     "with-isvc-values.yaml": ["InferenceService", "Pod", "ServiceAccount", "ServingRuntime"],
     "scale-to-zero-values.yaml": ["InferenceService", "ServiceAccount", "ServingRuntime"],  # grpc-v2: no REST test
+    "training-values.yaml": ["PersistentVolumeClaim", "Role", "RoleBinding", "ServiceAccount", "ServingRuntime"],
 }
+TRAINING_KINDS = {"PersistentVolumeClaim", "Role", "RoleBinding"}
 
 
 @pytest.fixture(scope="session")
@@ -114,6 +120,14 @@ def test_scenario_settings_reach_the_inference_service(tools):
         (["--set", "inferenceService.storageUri=file:///tmp/m/1"], "/inferenceService/storageUri"),
         (["--set", "inferenceService.autoscaling.metric=cpu", "--set", "inferenceService.minReplicas=0"], "minimum"),
         (["--set", "imagee.tag=1"], "additional properties 'imagee' not allowed"),
+        (["--set", "training.pvc.size=12"], "at '/training/pvc/size': got number, want string"),
+        (["--set-string", "training.pvc.size=12"], "/training/pvc/size"),  # 12 bytes: a unit is required
+        (["--set", "training.pvc.sise=20Gi"], "additional properties 'sise' not allowed"),
+        (["--set", "training.pvc.accessModes={ReadOnlyMany}"], "/training/pvc/accessModes/0"),
+        (["--set", "training.pvc.storageClassName=EFS_SC"], "/training/pvc/storageClassName"),
+        (["--set", "training.rbac.subjects[0].kind=Sa"], "/training/rbac/subjects/0/kind"),
+        (["--set", "training.rbac.role=admin"], "additional properties 'role' not allowed"),
+        (["--set", "training.enabled=yes"], "/training/enabled"),
     ],
 )
 def test_invalid_values_are_rejected_by_the_schema(tools, args, complaint):
@@ -217,3 +231,122 @@ def test_kustomize_base_validates_against_crds(tools, crds):
 def test_chart_and_base_share_the_runtime_spec(tools):
     base = yaml.safe_load((REPO / "manifests" / "base" / "servingruntime.yaml").read_text())
     assert only(render(tools), "ServingRuntime")["spec"] == base["spec"]
+
+
+def typed(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` read into the kubernetes SDK's model of its kind and written back: unknown or misspelt fields
+    are dropped, so a round trip that changes the document means the API server would not take it as is."""
+    from kubernetes.client import ApiClient
+
+    api = ApiClient()
+    model = api.deserialize(SimpleNamespace(data=json.dumps(doc)), f"V1{doc['kind']}")
+    return api.sanitize_for_serialization(model)
+
+
+def grants(role: dict[str, Any]) -> set[tuple[str, str, str]]:
+    """Every (apiGroup, resource, verb) a Role's rules grant."""
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def claim_names(obj: Any) -> set[str]:
+    """Every persistentVolumeClaim.claimName anywhere in a manifest."""
+    if isinstance(obj, dict):
+        found = {obj["claimName"]} if isinstance(obj.get("claimName"), str) else set()
+        return found.union(*(claim_names(v) for v in obj.values()))
+    if isinstance(obj, list):
+        return set().union(*(claim_names(v) for v in obj))
+    return set()
+
+
+def test_training_is_off_by_default(tools):
+    assert not TRAINING_KINDS & {d["kind"] for d in render(tools)}
+    both_off = ["--set", "training.enabled=true", "--set", "training.pvc.create=false"]
+    both_off += ["--set", "training.rbac.create=false"]
+    assert not TRAINING_KINDS & {d["kind"] for d in render(tools, *both_off)}
+
+
+def test_training_scenario_renders_the_claim_the_jobs_mount(tools):
+    docs = render(tools, "-f", str(CHART / "ci" / "training-values.yaml"))
+    pvc = only(docs, "PersistentVolumeClaim")
+    assert typed(pvc) == pvc
+    assert pvc["metadata"]["name"] == SHARED_PVC == "kfkit-training"
+    assert pvc["metadata"]["namespace"] == "kfkit"
+    assert pvc["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    labels = pvc["metadata"]["labels"]
+    assert (labels["app.kubernetes.io/component"], labels["app.kubernetes.io/instance"]) == ("training", "kfkit")
+    assert labels["app.kubernetes.io/managed-by"] == "Helm"
+    assert pvc["spec"] == {
+        "accessModes": ["ReadWriteMany"],
+        "storageClassName": "efs-sc",
+        "resources": {"requests": {"storage": "50Gi"}},
+    }
+    cfg = compose(["training=pytorchjob"])
+    for kind in JOB_KINDS:  # the jobs kfkit submits mount exactly this claim
+        assert claim_names(build_training_job(cfg, kind, name="x")) == {pvc["metadata"]["name"]}, kind
+
+
+def test_training_role_grants_what_the_train_step_calls(tools):
+    docs = render(tools, "-f", str(CHART / "ci" / "training-values.yaml"))
+    role, binding = only(docs, "Role"), only(docs, "RoleBinding")
+    assert typed(role) == role
+    assert typed(binding) == binding
+    cfg = compose(["training=pytorchjob"])
+    wanted = {("", "pods", verb) for verb in ("get", "list", "watch")} | {("", "pods/log", "get")}
+    for kind in JOB_KINDS:  # group and plural of the objects kfkit.training.cluster creates, polls and deletes
+        job = build_training_job(cfg, kind, name="x")
+        group, plural = job["apiVersion"].rpartition("/")[0], job["kind"].lower() + "s"
+        wanted |= {(group, plural, verb) for verb in ("create", "get", "list", "watch", "delete")}
+    assert grants(role) == wanted  # all it needs, and nothing more
+    assert {("kubeflow.org", "pytorchjobs"), ("trainer.kubeflow.org", "trainjobs")} <= {g[:2] for g in wanted}
+    assert role["metadata"]["name"] == "kfkit-training"
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "kfkit-training"}
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "default-editor", "namespace": "kfkit"},
+        {"kind": "Group", "name": "ml-engineers", "apiGroup": "rbac.authorization.k8s.io"},
+    ]
+    for doc in (role, binding):
+        assert doc["metadata"]["labels"]["app.kubernetes.io/component"] == "training"
+
+
+def test_training_defaults_bind_pipeline_runner_and_use_the_default_class(tools):
+    docs = render(tools, "--namespace", "team-a", "--set", "training.enabled=true")
+    assert only(docs, "RoleBinding")["subjects"] == [
+        {"kind": "ServiceAccount", "name": "pipeline-runner", "namespace": "team-a"}
+    ]
+    pvc = only(docs, "PersistentVolumeClaim")
+    assert "storageClassName" not in pvc["spec"]  # omitted: the cluster's default StorageClass
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    assert pvc["metadata"]["namespace"] == "team-a"
+
+    no_class = render(tools, "--set", "training.enabled=true", "--set", "training.pvc.storageClassName=-")
+    assert only(no_class, "PersistentVolumeClaim")["spec"]["storageClassName"] == ""  # static PVs only
+    unkept = render(tools, "--set", "training.enabled=true", "--set", "training.pvc.keep=false")
+    assert "annotations" not in only(unkept, "PersistentVolumeClaim")["metadata"]
+
+
+def test_training_rbac_without_subjects_fails(tools):
+    result = helm_template(tools, "--set", "training.enabled=true", "--set", "training.rbac.subjects=null")
+    assert result.returncode != 0
+    assert "training.rbac.subjects is empty" in result.stderr
+
+
+def test_notes_describe_training(tools):
+    def notes(*sets: str) -> str:
+        args = [a for s in sets for a in ("--set", s)]
+        result = run(tools["helm"], "install", "kfkit", CHART, "-n", "kfkit", "--dry-run=client", *args)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.split("NOTES:", 1)[1]
+
+    assert "Cluster training" not in notes()
+    text = notes("training.enabled=true")
+    assert "kubectl -n kfkit get pvc kfkit-training" in text
+    assert "kubectl -n kfkit delete pvc kfkit-training" in text  # kept on uninstall
+    assert "ServiceAccount kfkit/pipeline-runner" in text
+    assert "WARNING" not in text
+    assert "the pipeline mounts kfkit-training" in notes("training.enabled=true", "training.pvc.name=shared")
