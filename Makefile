@@ -9,7 +9,7 @@ PIP_VERSION := 24.3.1
 ARGS        ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint format bench tools clean help
+.PHONY: setup run test lint format bench bench-train bench-serve tools clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -58,8 +58,13 @@ format: $(VENV)/.installed  ## apply ruff's formatting and fixes
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: setup  ## training throughput benchmark (results: docs/benchmarks.md)
+bench: bench-train bench-serve  ## both benchmarks (results and method: docs/benchmarks.md)
+
+bench-train: $(VENV)/.installed  ## training throughput, 1 vs 2 DDP processes (ARGS="--rows 1000000 ...")
 	$(VENV)/bin/python scripts/bench_train.py $(ARGS)
+
+bench-serve: $(VENV)/.installed $(MLSERVER_VENV)/.installed  ## serving load test vs MLServer (ARGS="--full")
+	$(VENV)/bin/python scripts/bench_serve.py $(ARGS)
 
 lock:  ## re-resolve the lock files from requirements/*.in (then commit them)
 	rm -rf /tmp/kfkit-lock-main /tmp/kfkit-lock-drift
@@ -67,6 +72,9 @@ lock:  ## re-resolve the lock files from requirements/*.in (then commit them)
 	/tmp/kfkit-lock-main/bin/pip freeze --exclude-editable > requirements/main.lock
 	$(PYTHON) -m venv /tmp/kfkit-lock-drift && /tmp/kfkit-lock-drift/bin/pip install -q -r requirements/drift.in
 	/tmp/kfkit-lock-drift/bin/pip freeze > requirements/drift.lock
+	rm -rf /tmp/kfkit-lock-mlserver
+	$(PYTHON) -m venv /tmp/kfkit-lock-mlserver && /tmp/kfkit-lock-mlserver/bin/pip install -q -r requirements/mlserver.in
+	/tmp/kfkit-lock-mlserver/bin/pip freeze > requirements/mlserver.lock
 
 clean:  ## remove run outputs (not the environments)
 	rm -rf .kfkit local_outputs .pytest_cache .ruff_cache
