@@ -25,6 +25,9 @@ __all__ = [
     "WEIGHTS_FILE",
     "SPEC_FILE",
     "SAVED_MODEL_DIR",
+    "EXPORT_FILE",
+    "export_model",
+    "load_exported",
 ]
 
 WEIGHTS_FILE = "model.safetensors"
@@ -32,6 +35,9 @@ SPEC_FILE = "model.json"
 # TensorFlow models: a SavedModel whose `serving_default` signature maps `features` (float32, [batch,
 # n_features]) to `probability` (float32, [batch]); model.json sits beside it as for PyTorch models.
 SAVED_MODEL_DIR = "saved_model"
+# PyTorch models also carry their graph for serving without kfkit's Python: a torch.export program
+# (torch.export.save) taking float32 [batch, n_features] raw features, any batch size, returning logits [batch].
+EXPORT_FILE = "model.pt2"
 
 
 @dataclass
@@ -172,3 +178,64 @@ def predict_proba(model: torch.nn.Module, features: np.ndarray) -> np.ndarray:
     with torch.inference_mode():
         logits = model(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)))
         return torch.sigmoid(logits).numpy()
+
+
+def export_model(model: torch.nn.Module, out_dir: str | Path) -> Path:
+    """Write the model's graph as ``EXPORT_FILE`` (``torch.export``, dynamic batch size) and return its path.
+
+    The model is exported in eval mode on the CPU (dropout off), as it is served; it maps raw features
+    ``float32 [batch, n_features]`` to logits ``[batch]``, like the module itself.
+    """
+    import torch
+
+    model = model.cpu().eval()
+    n_features = int(model.feature_mean.shape[0])
+    batch = torch.export.Dim("batch", min=1)
+    # A batch of 2 traces the general case; Dim(min=1) keeps batch 1 valid without specialising on it.
+    program = torch.export.export(model, (torch.zeros(2, n_features),), dynamic_shapes=({0: batch},))
+    path = Path(out_dir) / EXPORT_FILE
+    torch.export.save(program, str(path))
+    return path
+
+
+def load_exported(model_dir: str | Path) -> torch.nn.Module:
+    """The exported graph of a saved PyTorch model, as a callable module (raw features -> logits).
+
+    ``torch.export.load`` falls back to unpickling for some payloads; kfkit's exports have none, so
+    an archive holding any (pickled weights or constants, custom objects, sample inputs that are not
+    plain tensors) is refused before it is loaded.
+
+    Raises:
+        ModelLoadError: the file is missing, holds pickled payloads, or is not a torch.export archive.
+    """
+    import torch
+
+    path = Path(model_dir) / EXPORT_FILE
+    if not path.is_file():
+        raise ModelLoadError(f"{path} is missing: export it with kfkit.model.export_model (training writes it)")
+    _refuse_pickles(path)
+    try:
+        return torch.export.load(str(path)).module()
+    except (RuntimeError, KeyError, ValueError, OSError) as e:
+        raise ModelLoadError(f"{path} is not a loadable torch.export program: {e}") from e
+
+
+def _refuse_pickles(path: Path) -> None:
+    import io
+    import pickle
+    import zipfile
+
+    import torch
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for name in archive.namelist():
+                if name.endswith(("weights_config.json", "constants_config.json")):
+                    entries = json.loads(archive.read(name)).get("config", {}).values()
+                    if any(e.get("use_pickle") or not e.get("path_name", "").startswith(("weight_", "tensor_"))
+                           for e in entries):  # fmt: skip
+                        raise ModelLoadError(f"{path}: {name} holds pickled or custom objects; refusing to load it")
+                elif "/sample_inputs/" in name:
+                    torch.load(io.BytesIO(archive.read(name)), weights_only=True)
+    except (zipfile.BadZipFile, ValueError, OSError, RuntimeError, pickle.UnpicklingError) as e:
+        raise ModelLoadError(f"{path} is not a safe torch.export archive: {e}") from e

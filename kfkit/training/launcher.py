@@ -1,4 +1,4 @@
-"""Launch training: torchrun with N local processes running :mod:`kfkit.training.worker`."""
+"""Launch training: torchrun with N local processes running :mod:`kfkit.training.worker` (or the TF trainer)."""
 
 from __future__ import annotations
 
@@ -30,22 +30,40 @@ def torchrun_command(prepared_dir: str | Path, config_path: str | Path, out_dir:
 def train(prepared_dir: str | Path, cfg: KfkitConfig, out_dir: str | Path) -> dict:
     """Run distributed training and return the training summary (history, samples/s, backend).
 
+    A checkpoint left in ``training.checkpoint_dir`` (default ``<out_dir>.ckpt``) by a killed run is
+    resumed from; it is removed once the model is written.
+
     Raises:
+        ConfigError: a precision the device cannot train in (fp16 on the CPU).
         TrainingError: a worker failed, training timed out, or no model was written.
     """
-    from kfkit.config import to_dict
-    from kfkit.training.worker import TRAINING_SUMMARY_FILE
+    if cfg.model.framework == "tensorflow":
+        from kfkit.training.tf_trainer import train_tf  # TensorFlow is heavy: only for TF runs
 
+        return train_tf(prepared_dir, cfg, out_dir)
+    from kfkit.config import to_dict
+    from kfkit.training.checkpoint import CHECKPOINT_FILE, checkpoint_dir
+    from kfkit.training.worker import ERROR_FILE, TRAINING_SUMMARY_FILE
+
+    _check_precision(cfg)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    (out / ERROR_FILE).unlink(missing_ok=True)
     config_path = out.parent / f"{out.name}.config.json"
     config_path.write_text(json.dumps(to_dict(cfg), indent=2))
     command = torchrun_command(prepared_dir, config_path, out, cfg.training.nproc)
     env = dict(os.environ)
-    # One BLAS thread per worker: with N workers on N cores, more threads only contend.
-    env.setdefault("OMP_NUM_THREADS", "1" if cfg.training.nproc > 1 else str(os.cpu_count() or 1))
+    # Split the cores this process may use (taskset/cpuset aware) among the workers: with N workers on
+    # N cores, more threads per worker only contend. An OMP_NUM_THREADS already set wins.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, cores // cfg.training.nproc)))
     env["PYTHONUNBUFFERED"] = "1"
-    print(f"[train] torchrun --nproc_per_node={cfg.training.nproc} (backend {cfg.training.backend})", flush=True)
+    checkpoint = checkpoint_dir(cfg.training.checkpoint_dir, out) / CHECKPOINT_FILE
+    print(
+        f"[train] torchrun --nproc_per_node={cfg.training.nproc} (backend {cfg.training.backend}); "
+        f"checkpoints in {checkpoint.parent}" + (" (found one: resuming)" if checkpoint.is_file() else ""),
+        flush=True,
+    )
     try:
         completed = subprocess.run(command, env=env, timeout=cfg.training.timeout_s, check=False)
     except subprocess.TimeoutExpired as e:
@@ -56,5 +74,22 @@ def train(prepared_dir: str | Path, cfg: KfkitConfig, out_dir: str | Path) -> di
         config_path.unlink(missing_ok=True)
     summary_path = out / TRAINING_SUMMARY_FILE
     if completed.returncode != 0 or not summary_path.is_file():
+        error_path = out / ERROR_FILE
+        if error_path.is_file():
+            raise TrainingError(error_path.read_text().strip())
         raise TrainingError(f"torchrun exited with status {completed.returncode}; the worker output above says why")
     return json.loads(summary_path.read_text())
+
+
+def _check_precision(cfg: KfkitConfig) -> None:
+    """Refuse fp16 on the CPU here, before torchrun starts, rather than in every worker."""
+    from kfkit.training.precision import check_precision
+
+    if cfg.training.precision != "fp16":
+        return
+    device = cfg.training.device
+    if device == "auto":
+        import torch  # only for fp16 runs: whether auto means CUDA
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    check_precision(cfg.training.precision, device)
