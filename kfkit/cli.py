@@ -12,7 +12,10 @@ from pathlib import Path
 from kfkit import __version__
 from kfkit.errors import KfkitError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "EXIT_GATE_FAILED"]
+
+EXIT_GATE_FAILED = 3
+"""Exit status of `kfkit run` when the gate rejected the candidate (nothing published or deployed)."""
 
 _OVERRIDES_HELP = (
     "Hydra overrides, KEY=VALUE or GROUP=OPTION, e.g. training.epochs=3 dataset=synthetic_fraud "
@@ -49,9 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         help="run the whole pipeline locally and serve the model",
-        description="Run prep -> train (torchrun DDP) -> evaluate -> publish -> deploy -> smoke test on kfp.local, "
-        "then keep the KServe endpoint up until Ctrl-C.",
-        epilog=_config_epilog(),
+        description="Run prep -> train (torchrun DDP) -> evaluate -> gate -> publish -> deploy -> smoke test on "
+        "kfp.local, then keep the KServe endpoint up until Ctrl-C. The gate stops a candidate below gate.min_metrics "
+        "or worse than the registry's production version on the same test rows.",
+        epilog=f"{_config_epilog()}\n\nexit status: 0 served (or --no-serve done), 2 bad input, {EXIT_GATE_FAILED} "
+        "the gate rejected the model (nothing published or deployed), 1 any other failure",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("--no-serve", action="store_true", help="stop the model server once the smoke test passed")
@@ -103,18 +108,33 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     show.add_argument("overrides", nargs="*", metavar="OVERRIDE", help=_OVERRIDES_HELP)
+
+    from kfkit import registry_cli
+
+    registry_cli.add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``kfkit`` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "registry" and not any(a.startswith("-") for a in extra):
+        args.args += extra  # operands and overrides given after an option (promote m 2 --reason x KEY=VALUE)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        commands = {"run": _run, "serve": _serve, "compile": _compile, "manifest": _manifest, "config": _show_config}
+        commands = {"run": _run, "serve": _serve, "compile": _compile, "manifest": _manifest, "config": _show_config,
+                    "registry": _registry}  # fmt: skip
         return commands[args.command](args)
     except KfkitError as e:
-        print(f"kfkit {args.command}: error: {e}", file=sys.stderr)
-        return 2 if e.status_code == 400 else 1
+        from kfkit.gate import GateFailed
+
+        command = f"{args.command} {args.action}" if args.command == "registry" else args.command
+        print(f"kfkit {command}: error: {e}", file=sys.stderr)
+        if isinstance(e, GateFailed):
+            return EXIT_GATE_FAILED
+        return 2 if e.status_code in (400, 404) else 1  # the user's input (or a name that does not exist)
     except KeyboardInterrupt:
         print(f"kfkit {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -139,7 +159,14 @@ def _preflight(cfg) -> None:
     """Fail in a second, not after training, on problems that are visible up front."""
     from kfkit.data.sources import dataset_file
     from kfkit.errors import ConfigError
+    from kfkit.gate import check_gate_config
+    from kfkit.registry import open_registry
     from kfkit.serving.local import ensure_port_free
+
+    check_gate_config(cfg.gate)
+    registry = open_registry(cfg.registry.uri, endpoint=cfg.registry.endpoint, region=cfg.registry.region)
+    if not registry.uri.startswith("file://"):
+        registry.models()  # a wrong endpoint, missing bucket or bad credentials fail now, not after training
 
     if cfg.deploy.target != "local":
         raise ConfigError(
@@ -184,10 +211,15 @@ def _run(args: argparse.Namespace) -> int:
 
 def _print_summary(summary: dict) -> None:
     metrics = "  ".join(f"{k} {v:.4f}" for k, v in summary["test_metrics"].items())
+    alias = f"  ({summary['promoted_to']})" if summary.get("promoted_to") else ""
+    gate = summary.get("gate") or {}
+    against = f", not worse than {gate['champion']}" if gate.get("champion") else ""
+    gate_line = f"  gate      passed {gate.get('checks', 0)} checks{against}\n" if gate else ""
     print(
-        f"\n{summary['model_name']} version {summary['version']}  ({summary['seconds']} s)\n"
+        f"\n{summary['model_name']} version {summary['version']}{alias}  ({summary['seconds']} s)\n"
         f"  registry  {summary['model_uri']}\n"
-        f"  test      {metrics}\n"
+        f"  test      {metrics}  (threshold {summary['threshold']:.4f})\n"
+        f"{gate_line}"
         f"  V1 REST   {summary['urls']['v1_predict']}\n"
         f"  V2 REST   {summary['urls']['v2_infer']}\n"
         f"  V2 gRPC   {summary['urls']['grpc']}\n"
@@ -230,6 +262,12 @@ def _stop_servers_started_since(work_dir: Path, since: float) -> None:
                 stop_server(LocalEndpoint.from_dict(json.loads(path.read_text())))
             except (ValueError, KeyError, OSError):
                 continue
+
+
+def _registry(args: argparse.Namespace) -> int:
+    from kfkit.registry_cli import run
+
+    return run(args)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
+import os
 import re
 import sys
 import warnings
@@ -19,8 +21,9 @@ if TYPE_CHECKING:
 __all__ = ["run_local"]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-# The last line of a step's traceback when a kfkit error stopped it, as kfp.local echoes it.
-_STEP_ERROR = re.compile(r"^\s*kfkit\.errors\.(\w+): (.+)$")
+# The last line of a step's traceback when a kfkit error stopped it, as kfp.local echoes it:
+# "kfkit.errors.DatasetError: …", "kfkit.gate.GateFailed: …" (module, class, message).
+_STEP_ERROR = re.compile(r"^\s*(kfkit(?:\.\w+)+)\.([A-Z]\w*): (.+)$")
 _FAILED_TASK = re.compile(r"Inner task failed: '([\w-]+)'")
 
 
@@ -34,18 +37,27 @@ class _ErrorTap:
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
         self._partial = ""
-        self.last_error: tuple[str, str] | None = None
+        self.last_error: tuple[type[errors.KfkitError], str] | None = None
 
     def write(self, text: str) -> int:
         self._partial += text
         *lines, self._partial = self._partial.split("\n")
         for line in lines:
-            if match := _STEP_ERROR.match(_ANSI.sub("", line)):
-                self.last_error = (match.group(1), match.group(2).strip())
+            if (match := _STEP_ERROR.match(_ANSI.sub("", line))) and (cls := _error_class(*match.group(1, 2))):
+                self.last_error = (cls, match.group(3).strip())
         return self._stream.write(text)
 
     def __getattr__(self, name: str):  # flush, isatty, encoding ... of the real stream
         return getattr(self._stream, name)
+
+
+def _error_class(module: str, name: str) -> type[errors.KfkitError] | None:
+    """The kfkit error class a traceback line names, or None if it names none."""
+    try:
+        cls = getattr(importlib.import_module(module), name, None)
+    except ImportError:
+        return None
+    return cls if isinstance(cls, type) and issubclass(cls, errors.KfkitError) else None
 
 
 def run_local(cfg: KfkitConfig) -> dict:
@@ -64,6 +76,11 @@ def run_local(cfg: KfkitConfig) -> dict:
     from kfkit.pipelines.training_pipeline import training_pipeline
 
     work_dir = Path(cfg.work_dir).resolve()
+    # Steps and the model server they start are subprocesses: an S3 registry's endpoint and region reach
+    # them (and the server's registry download) the way KServe's storage initializer gets them, as env.
+    for var, value in (("AWS_ENDPOINT_URL", cfg.registry.endpoint), ("AWS_REGION", cfg.registry.region)):
+        if value:
+            os.environ[var] = value
     # use_venv=False: steps run in this interpreter, which already has kfkit and its pinned dependencies.
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(work_dir / "pipeline_root"))
     tap = _ErrorTap(sys.stdout)
@@ -76,10 +93,7 @@ def run_local(cfg: KfkitConfig) -> dict:
             reason = _ANSI.sub("", str(e))
             step = match.group(1) if (match := _FAILED_TASK.search(reason)) else "a step"
             if tap.last_error is not None:
-                name, message = tap.last_error
-                error_class = getattr(errors, name, PipelineError)
-                if not (isinstance(error_class, type) and issubclass(error_class, errors.KfkitError)):
-                    error_class = PipelineError
+                error_class, message = tap.last_error
                 raise error_class(f"step {step} failed: {message}") from e
             raise PipelineError(f"step {step} failed; its output above says why ({reason})") from e
     return json.loads(Path(task.output.path).read_text())

@@ -22,11 +22,13 @@ def test_help_explains_each_command():
         ("serve", "--model-uri"),
         ("compile", "IR YAML"),
         ("config", "overrides"),
+        ("registry", "promote"),
     ]:
         result = _kfkit(command, "--help")
         assert result.returncode == 0
         assert phrase in result.stdout
     assert "synthetic_fraud" in _kfkit("run", "--help").stdout  # config groups are listed
+    assert "3 the gate rejected" in " ".join(_kfkit("run", "--help").stdout.split())
 
 
 @pytest.mark.parametrize(
@@ -36,6 +38,9 @@ def test_help_explains_each_command():
         (["run", "training.epochs=abc"], "abc"),
         (["run", "dataset=csv", "dataset.path=/no/such/file.csv"], "/no/such/file.csv"),
         (["serve", "--model-uri", "file:///no/such/version"], "/no/such/version"),
+        (["run", "+gate.min_metrics.rocauc=0.9"], "gate.min_metrics names ['rocauc']"),
+        (["run", "gate.compare_metrics=[auc]"], "gate.compare_metrics names ['auc']"),
+        (["run", "registry.uri=gs://bucket/models"], "'gs' is not supported"),
     ],
 )
 def test_bad_input_ends_with_one_clear_line(args, expected, tmp_path):

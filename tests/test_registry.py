@@ -77,3 +77,17 @@ def test_existing_version_is_never_overwritten(tmp_path, release):
     again = publish(release, registry_uri=uri, name="m")
     assert again.version == "2"
     assert sha256_file(tmp_path / "reg/m/1/model.safetensors") == before
+
+
+def test_a_modified_manifest_is_caught(tmp_path, release):
+    version = publish(release, registry_uri=f"file://{tmp_path}/reg", name="m", metadata={"note": "a"})
+    path = tmp_path / "reg/m/1" / MANIFEST_FILE
+    original = path.read_text()
+    path.write_text(original.replace('"note": "a"', '"note": "b"'))  # valid JSON, only metadata changed
+    with pytest.raises(RegistryError, match="does not match its own digest"):
+        resolve(version.uri)
+    path.write_text(original.replace("\n", "\n ", 1))  # same content, other bytes
+    with pytest.raises(RegistryError, match="modified"):
+        resolve(version.uri)
+    path.write_text(original)
+    assert resolve(str(tmp_path / "reg/m/1")) == tmp_path / "reg/m/1"  # a plain path, as KServe's /mnt/models

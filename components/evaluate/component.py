@@ -1,4 +1,4 @@
-"""evaluate: test-set metrics, ROC/PR curves and an HTML report."""
+"""evaluate: operating threshold from validation, test metrics, calibration, segments, plots and an HTML report."""
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
@@ -16,30 +16,37 @@ def evaluate(
     report: Output[HTML],
     evaluation: Output[Artifact],
 ):
-    """Score the model on the test split.
+    """Pick the operating threshold on the validation split, then score the test split.
 
     Args:
         config: The whole kfkit config; ``evaluation`` is used.
-        prepared: Output of prep (its test split is scored).
-        model: Output of train.
-        metrics: accuracy, roc_auc, pr_auc, f1, precision, recall (shown in the Kubeflow UI).
+        prepared: Output of prep (validation and test splits).
+        model: Output of train (PyTorch or TensorFlow).
+        metrics: Test metrics at the chosen threshold, the threshold, ECE (shown in the Kubeflow UI).
         roc: ROC curve and confusion matrix (kfp's ClassificationMetrics).
-        report: Self-contained HTML page with metrics and plots.
-        evaluation: Folder with metrics.json, roc.png, pr.png, report.html for later steps.
+        report: Self-contained HTML page: metrics, confusion matrix, ROC/PR/calibration plots, segments.
+        evaluation: Folder with metrics.json (threshold included), roc.png, pr.png, calibration.png, report.html.
     """
+    import math
     import os
     import shutil
 
     from kfkit.config import from_dict
-    from kfkit.evaluation import evaluate_model, write_report
+    from kfkit.evaluation import evaluate as run_evaluation
+    from kfkit.evaluation import write_report
 
     cfg = from_dict(config)
-    result = evaluate_model(model.path, os.path.join(prepared.path, "test.parquet"), cfg.evaluation.threshold)
+    result = run_evaluation(model.path, prepared.path, cfg.evaluation)
     write_report(result, evaluation.path, title=f"{cfg.model.name}: test-set evaluation")
     shutil.copyfile(os.path.join(evaluation.path, "report.html"), report.path)
     for key, value in result.metrics.items():
-        metrics.log_metric(key, value)
+        if math.isfinite(value):  # kfp metrics are protobuf doubles shown as numbers: no NaN
+            metrics.log_metric(key, value)
+    metrics.log_metric("threshold", result.threshold)
+    evaluation.metadata.update({"threshold": result.threshold, "threshold_rule": result.threshold_rule})
     roc.log_roc_curve(result.roc_curve["fpr"], result.roc_curve["tpr"], result.roc_curve["thresholds"])
     roc.log_confusion_matrix(["0", "1"], result.confusion_matrix)
-    summary = "  ".join(f"{k} {result.metrics[k]:.4f}" for k in ("accuracy", "roc_auc", "pr_auc", "f1"))
-    print(f"[evaluate] {summary}")
+    summary = "  ".join(f"{k} {result.metrics[k]:.4f}" for k in ("accuracy", "roc_auc", "pr_auc", "f1", "ece"))
+    print(f"[evaluate] threshold {result.threshold:.4f} ({result.threshold_rule} on validation)  {summary}")
+    if result.threshold_note:
+        print(f"[evaluate] note: {result.threshold_note}")

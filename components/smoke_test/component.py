@@ -12,8 +12,10 @@ def smoke_test(
     version: str,
     prepared: Input[Dataset],
     evaluation: Input[Artifact],
+    gate: Input[Artifact],
     endpoint: Input[Artifact],
     summary: Output[Artifact],
+    promoted_to: str = "",
 ):
     """Send the first test row to the live endpoint and write the run summary.
 
@@ -22,8 +24,10 @@ def smoke_test(
         version: Its version number.
         prepared: Output of prep (the request row comes from its test split).
         evaluation: Output of evaluate (test metrics go into the summary).
+        gate: Output of gate (its verdict goes into the summary).
         endpoint: Output of deploy.
-        summary: JSON: model name, version, registry URI, test metrics, endpoint URLs, curl example.
+        summary: JSON: model name, version, registry URI, alias, test metrics, gate, endpoint URLs, curl example.
+        promoted_to: Alias publish pointed at the version.
     """
     from kfkit.smoke import run_smoke_test
 
@@ -34,6 +38,8 @@ def smoke_test(
         evaluation_dir=evaluation.path,
         endpoint_path=endpoint.path,
         summary_path=summary.path,
+        gate_path=gate.path,
+        promoted_to=promoted_to,
     )
     print(f"[smoke_test] V2 infer answered probability {result['smoke_test']['probability']:.6f} (offline "
           f"{result['smoke_test']['offline_probability']:.6f})")  # fmt: skip

@@ -6,7 +6,7 @@ import yaml
 from kfkit.config import to_dict
 from kfkit.pipelines.compile import compile_pipeline
 
-STEPS = ["prep", "train", "evaluate", "publish", "deploy", "smoke-test"]
+STEPS = ["prep", "train", "evaluate", "gate", "publish", "deploy", "smoke-test"]
 
 
 def test_compiled_pipeline_has_every_step_in_order(tmp_path, make_config):
@@ -15,7 +15,8 @@ def test_compiled_pipeline_has_every_step_in_order(tmp_path, make_config):
     tasks = spec["root"]["dag"]["tasks"]
     assert sorted(tasks) == sorted(STEPS)
     assert tasks["train"]["dependentTasks"] == ["prep"]
-    assert sorted(tasks["publish"]["dependentTasks"]) == ["evaluate", "prep", "train"]
+    assert sorted(tasks["gate"]["dependentTasks"]) == ["evaluate", "prep"]
+    assert sorted(tasks["publish"]["dependentTasks"]) == ["evaluate", "gate", "prep", "train"]  # after the gate
     assert tasks["deploy"]["dependentTasks"] == ["publish"]
     default = spec["root"]["inputDefinitions"]["parameters"]["config"]["defaultValue"]
     assert default["dataset"]["kind"] == "synthetic_fraud"
@@ -24,6 +25,9 @@ def test_compiled_pipeline_has_every_step_in_order(tmp_path, make_config):
     evaluate_outputs = spec["components"]["comp-evaluate"]["outputDefinitions"]["artifacts"]
     assert evaluate_outputs["roc"]["artifactType"]["schemaTitle"] == "system.ClassificationMetrics"
     assert evaluate_outputs["report"]["artifactType"]["schemaTitle"] == "system.HTML"
+    gate_outputs = spec["components"]["comp-gate"]["outputDefinitions"]["artifacts"]
+    assert gate_outputs["report"]["artifactType"]["schemaTitle"] == "system.Markdown"
+    assert gate_outputs["decision"]["artifactType"]["schemaTitle"] == "system.Artifact"
     # kfkit is in the image: no pip install of kfp at pod start
     commands = [" ".join(e["container"]["command"]) for e in spec["deploymentSpec"]["executors"].values()]
     assert not any("pip install" in c for c in commands)
