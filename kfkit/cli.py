@@ -97,8 +97,26 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_config_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    manifest.add_argument("--storage-uri", required=True, help="s3://bucket/<name>/<version> (also gs://, pvc://)")
+    what = manifest.add_mutually_exclusive_group(required=True)
+    what.add_argument("--storage-uri", help="s3://bucket/<prefix>/<name>/<version>/ (also gs://, pvc://)")
+    what.add_argument(
+        "--training-job",
+        choices=["pytorchjob", "trainjob"],
+        help="instead, print the Kubeflow PyTorchJob (Training Operator) or TrainJob (Trainer v2) the train step "
+        "would submit for training.cluster.* (data and model on the shared claim kfkit-training)",
+    )
     manifest.add_argument("overrides", nargs="*", metavar="OVERRIDE", help=_OVERRIDES_HELP)
+
+    bench = sub.add_parser(
+        "bench",
+        help="benchmarks: training throughput, serving load test",
+        description="`kfkit bench train`: samples/s of 1 vs 2 torchrun processes on 1M synthetic rows. "
+        "`kfkit bench serve`: req/s and latency of kfkit's server (V1, V2 REST, V2 gRPC) vs MLServer 1.7.1 and "
+        "the raw forward pass, pinned to one core each. `kfkit bench train --help` lists each one's options. "
+        "Method and results: docs/benchmarks.md.",
+    )
+    bench.add_argument("target", choices=["train", "serve"], help="which benchmark")
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's own options (see its --help)")
 
     show = sub.add_parser(
         "config",
@@ -119,13 +137,15 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``kfkit`` console script; returns the exit status."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.command == "registry" and not any(a.startswith("-") for a in extra):
+    if args.command == "bench":
+        args.args += extra  # the benchmark parses its own options
+    elif args.command == "registry" and not any(a.startswith("-") for a in extra):
         args.args += extra  # operands and overrides given after an option (promote m 2 --reason x KEY=VALUE)
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         commands = {"run": _run, "serve": _serve, "compile": _compile, "manifest": _manifest, "config": _show_config,
-                    "registry": _registry}  # fmt: skip
+                    "registry": _registry, "bench": _bench}  # fmt: skip
         return commands[args.command](args)
     except KfkitError as e:
         from kfkit.gate import GateFailed
@@ -294,9 +314,22 @@ def _manifest(args: argparse.Namespace) -> int:
     from kfkit.inference_service import build_inference_service, build_serving_runtime, to_yaml
 
     cfg = _compose(["deploy=kserve", *args.overrides])
+    if args.training_job:
+        from kfkit.training.cluster import render_training_job
+
+        print(render_training_job(cfg, args.training_job), end="")
+        return 0
     docs = [build_serving_runtime(cfg), build_inference_service(cfg, storage_uri=args.storage_uri)]
     print(to_yaml(docs), end="")
     return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    if args.target == "train":
+        from kfkit.training.bench import main as bench_main
+    else:
+        from kfkit.serving.bench import main as bench_main
+    return bench_main(args.args, prog=f"kfkit bench {args.target}")
 
 
 def _show_config(args: argparse.Namespace) -> int:

@@ -8,10 +8,17 @@ __all__ = ["compile_pipeline"]
 
 
 def compile_pipeline(output: str | Path, config: dict | None = None) -> Path:
-    """Write the pipeline's IR YAML to ``output``; ``config`` becomes the default run parameter."""
+    """Write the pipeline's IR YAML to ``output``; ``config`` becomes the default run parameter.
+
+    The train step's pod placement (``training.cluster``: GPUs, node selector, tolerations, shared claim)
+    is compiled in from ``config`` too.
+    """
     from kfp import compiler
 
-    from kfkit.pipelines.training_pipeline import training_pipeline
+    from kfkit.config import from_dict
+    from kfkit.pipelines.training_pipeline import build_pipeline
+
+    training_pipeline = build_pipeline(from_dict(config) if config is not None else None)
 
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)

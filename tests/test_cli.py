@@ -104,6 +104,35 @@ def test_manifest_renders_crd_valid_kserve_resources(tmp_path):
     assert check.returncode == 0, check.stdout + check.stderr
 
 
+@pytest.mark.parametrize(
+    "kind, api", [("pytorchjob", "kubeflow.org/v1"), ("trainjob", "trainer.kubeflow.org/v1alpha1")]
+)
+def test_manifest_renders_crd_valid_training_jobs(kind, api, tmp_path):
+    result = _kfkit("manifest", "--training-job", kind, f"training={kind}")
+    assert result.returncode == 0, result.stderr
+    (job,) = yaml.safe_load_all(result.stdout)
+    assert job["apiVersion"] == api
+    assert job["metadata"]["labels"]["app.kubernetes.io/component"] == "training"
+    crds = REPO.parent / "shared" / "crds"
+    if not crds.is_dir():
+        pytest.skip(f"{crds} not found (CI clones the repo with shared/ beside it)")
+    (tmp_path / "job.yaml").write_text(result.stdout)
+    check = subprocess.run(
+        [sys.executable, str(crds / "validate.py"), "--crds", str(crds), str(tmp_path / "job.yaml")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_bench_passes_its_options_to_the_benchmark():
+    for target, option in (("train", "--nprocs"), ("serve", "--concurrency")):
+        result = _kfkit("bench", target, "--help")
+        assert result.returncode == 0, result.stderr
+        assert f"usage: kfkit bench {target}" in result.stdout and option in result.stdout
+    bad = _kfkit("bench", "train", "--rows", "many")
+    assert bad.returncode == 2 and "--rows" in bad.stderr
+
+
 def test_manifest_refuses_a_local_registry_uri():
     result = _kfkit("manifest", "--storage-uri", "file:///tmp/registry/m/1")
     assert result.returncode != 0

@@ -33,6 +33,23 @@ def test_compiled_pipeline_has_every_step_in_order(tmp_path, make_config):
     assert not any("pip install" in c for c in commands)
 
 
+def test_compiled_pipeline_places_the_train_pod_from_the_config(tmp_path, make_config):
+    # kfp-kubernetes settings go into a second YAML document, the platform spec
+    gpu, platform = yaml.safe_load_all(
+        compile_pipeline(tmp_path / "gpu.yaml", to_dict(make_config("training=gpu"))).read_text()
+    )
+    train_executor = gpu["deploymentSpec"]["executors"]["exec-train"]["container"]
+    assert train_executor["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert train_executor["resources"]["accelerator"]["resourceCount"] == "1"
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
+    assert k8s["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
+    assert k8s["tolerations"][0]["key"] == "nvidia.com/gpu"
+    # only the train step is placed; a local-launcher config compiles with kfp's defaults
+    assert set(platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]) == {"exec-train"}
+    (plain,) = yaml.safe_load_all(compile_pipeline(tmp_path / "cpu.yaml", to_dict(make_config())).read_text())
+    assert "accelerator" not in plain["deploymentSpec"]["executors"]["exec-train"]["container"].get("resources", {})
+
+
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:You may be attemping:RuntimeWarning")  # kfp: image name lacks "python"
 def test_prep_runs_on_kfp_local(tmp_path, make_config):
