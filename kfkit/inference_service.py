@@ -99,6 +99,7 @@ def build_serving_runtime(cfg: KfkitConfig) -> dict[str, Any]:
         resources=_resources(cfg),
         security_context=_container_security_context(),
         volume_mounts=[k8s.V1VolumeMount(name="tmp", mount_path="/tmp")],
+        **_probes(),
     )
     runtime = V1alpha1ServingRuntime(
         api_version="serving.kserve.io/v1alpha1",
@@ -241,6 +242,24 @@ def _resources(cfg: KfkitConfig) -> Any:
         requests={"cpu": str(d.cpu_request), "memory": str(d.memory_request)},
         limits={"cpu": str(d.cpu_limit), "memory": str(d.memory_limit)},
     )
+
+
+def _probes() -> dict[str, Any]:
+    """TCP readiness and liveness probes on the routed port.
+
+    TCP, because that port speaks REST (v1, v2) or gRPC (grpc-v2) and Knative allows probes on it only;
+    the server listens only once the model is loaded. Readiness leaves periodSeconds unset, which makes
+    Knative's queue-proxy probe aggressively during a cold start; liveness allows a minute to start.
+    """
+    from kubernetes import client as k8s
+
+    def tcp() -> Any:
+        return k8s.V1TCPSocketAction(port=HTTP_PORT)
+
+    return {
+        "readiness_probe": k8s.V1Probe(tcp_socket=tcp()),
+        "liveness_probe": k8s.V1Probe(tcp_socket=tcp(), initial_delay_seconds=30, period_seconds=10),
+    }
 
 
 def _container_security_context() -> Any:

@@ -54,6 +54,8 @@ SHARED_MOUNT = "/mnt/kfkit-training"
 """Where that claim is mounted, in the step's pod and in every job pod."""
 SHM_VOLUME = "dshm"
 SHARED_VOLUME = "kfkit-shared"
+TMP_VOLUME = "tmp"
+RUN_AS_USER = 1000  # the image's USER (Dockerfile), which also owns what the train step stages on the claim
 MANAGER = "kfkit"
 # (group, version, plural, kind, success condition): PyTorchJob reports Succeeded, TrainJob Complete.
 _APIS = {
@@ -146,23 +148,52 @@ def _metadata(cfg: KfkitConfig, name: str) -> dict[str, Any]:
 
 
 def _resources(cfg: KfkitConfig) -> dict[str, dict[str, Any]]:
+    # Limits equal to requests: Guaranteed QoS, so a node under memory pressure evicts a day-long job last,
+    # and a runaway process is OOM-killed in its own pod. The memory-backed /dev/shm counts against the limit.
     cluster = cfg.training.cluster
-    resources: dict[str, dict[str, Any]] = {"requests": {"cpu": cluster.cpu_request, "memory": cluster.memory_request}}
+    requests: dict[str, Any] = {"cpu": cluster.cpu_request, "memory": cluster.memory_request}
     if cluster.gpus_per_node:  # extended resources: request and limit must be equal
-        resources["requests"]["nvidia.com/gpu"] = cluster.gpus_per_node
-        resources["limits"] = {"nvidia.com/gpu": cluster.gpus_per_node}
-    return resources
+        requests["nvidia.com/gpu"] = cluster.gpus_per_node
+    return {"requests": requests, "limits": dict(requests)}
+
+
+def _container_security_context() -> dict[str, Any]:
+    """Pod Security Standards "restricted" plus a read-only root filesystem (/tmp is an emptyDir), as served."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS_USER,
+        "runAsGroup": RUN_AS_USER,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _pod_security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS_USER,
+        "runAsGroup": RUN_AS_USER,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
 
 
 def _env(cfg: KfkitConfig) -> list[dict[str, str]]:
     # One BLAS thread per CPU worker process (as the local launcher does): N processes share the cores.
     threads = "1" if cfg.training.nproc > 1 and not cfg.training.cluster.gpus_per_node else ""
-    env = [{"name": "PYTHONUNBUFFERED", "value": "1"}]
+    # HOME: caches (~/.cache, ~/.triton) go to the writable /tmp; the root filesystem is read-only.
+    env = [{"name": "PYTHONUNBUFFERED", "value": "1"}, {"name": "HOME", "value": "/tmp"}]
     return env + ([{"name": "OMP_NUM_THREADS", "value": threads}] if threads else [])
 
 
 def _mounts(mount: str) -> list[dict[str, str]]:
-    return [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}, {"name": SHARED_VOLUME, "mountPath": mount}]
+    return [
+        {"name": SHM_VOLUME, "mountPath": "/dev/shm"},
+        {"name": SHARED_VOLUME, "mountPath": mount},
+        {"name": TMP_VOLUME, "mountPath": "/tmp"},  # torchrun's logs and temp files
+    ]
 
 
 def _volumes(cfg: KfkitConfig, pvc: str) -> list[dict[str, Any]]:
@@ -170,6 +201,7 @@ def _volumes(cfg: KfkitConfig, pvc: str) -> list[dict[str, Any]]:
     return [
         {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": cfg.training.cluster.shm_size}},
         {"name": SHARED_VOLUME, "persistentVolumeClaim": {"claimName": pvc}},
+        {"name": TMP_VOLUME, "emptyDir": {}},
     ]
 
 
@@ -189,8 +221,10 @@ def build_pytorchjob(
     """A ``kubeflow.org/v1`` PyTorchJob (Training Operator): one Master and ``num_nodes - 1`` Workers.
 
     Each pod runs ``training.nproc`` processes, requests ``gpus_per_node`` GPUs, and mounts the shared
-    claim and a memory-backed /dev/shm. restartPolicy ExitCode restarts a pod killed by a signal
-    (preemption, OOM kill), which then resumes from its checkpoint; a Python error fails the job at once.
+    claim, a memory-backed /dev/shm and a /tmp emptyDir; it runs as UID 1000 under the "restricted" Pod
+    Security Standard with a read-only root filesystem and no API token. restartPolicy ExitCode restarts
+    a pod killed by a signal (preemption, OOM kill), which then resumes from its checkpoint; a Python error
+    fails the job at once.
 
     Raises:
         ConfigError: the config cannot be run as a PyTorchJob (framework, GPU/process counts, tolerations).
@@ -204,12 +238,17 @@ def build_pytorchjob(
         "env": _env(cfg),
         "ports": [{"name": "pytorchjob-port", "containerPort": _PYTORCHJOB_PORT, "protocol": "TCP"}],
         "resources": _resources(cfg),
+        "securityContext": _container_security_context(),
         "volumeMounts": _mounts(mount),
     }
-    template = {
-        "metadata": {"labels": _labels(cfg)},
-        "spec": {"containers": [container], "volumes": _volumes(cfg, pvc), **_placement(cfg)},
+    pod = {
+        "automountServiceAccountToken": False,  # the worker never calls the Kubernetes API
+        "securityContext": _pod_security_context(),
+        "containers": [container],
+        "volumes": _volumes(cfg, pvc),
+        **_placement(cfg),
     }
+    template = {"metadata": {"labels": _labels(cfg)}, "spec": pod}
     replicas = {"Master": {"replicas": 1, "restartPolicy": "ExitCode", "template": template}}
     if cluster.num_nodes > 1:
         replicas["Worker"] = {"replicas": cluster.num_nodes - 1, "restartPolicy": "ExitCode", "template": template}
@@ -246,8 +285,11 @@ def build_trainjob(
     cluster = cfg.training.cluster
     pod_patch = {
         **_placement(cfg),
+        "securityContext": _pod_security_context(),
         "volumes": _volumes(cfg, pvc),
-        "containers": [{"name": "node", "volumeMounts": _mounts(mount)}],
+        "containers": [
+            {"name": "node", "securityContext": _container_security_context(), "volumeMounts": _mounts(mount)}
+        ],
     }
     return {
         "apiVersion": "trainer.kubeflow.org/v1alpha1",

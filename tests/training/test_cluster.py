@@ -154,21 +154,24 @@ def test_cpu_pytorchjob(configs, base):
         "--prepared", paths.prepared, "--config", paths.config, "--out", paths.out,
     ]  # fmt: skip
     assert paths.out == f"{SHARED_MOUNT}/bc-train-1/model"
-    assert container["resources"] == {"requests": {"cpu": "2", "memory": "8Gi"}}
+    assert container["resources"] == {
+        "requests": {"cpu": "2", "memory": "8Gi"},
+        "limits": {"cpu": "2", "memory": "8Gi"},
+    }
     assert {"name": "OMP_NUM_THREADS", "value": "1"} in container["env"]
     pod = pod_spec_of(job)
     assert "nodeSelector" not in pod and "tolerations" not in pod
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "2Gi"}
     assert volumes["kfkit-shared"]["persistentVolumeClaim"] == {"claimName": "kfkit-training"}
-    assert {m["mountPath"] for m in container["volumeMounts"]} == {"/dev/shm", SHARED_MOUNT}
+    assert {m["mountPath"] for m in container["volumeMounts"]} == {"/dev/shm", SHARED_MOUNT, "/tmp"}
 
 
 def test_gpu_job_has_gpus_node_selector_and_tolerations(configs):
     for kind in ("pytorchjob", "trainjob"):
         job = build_training_job(configs["gpu"], kind)
         resources = container_of(job)["resources" if kind == "pytorchjob" else "resourcesPerNode"]
-        assert resources["limits"] == {"nvidia.com/gpu": 1}
+        assert resources["limits"]["nvidia.com/gpu"] == 1
         assert resources["requests"]["nvidia.com/gpu"] == 1
         pod = pod_spec_of(job)
         assert pod["nodeSelector"] == GPU_POOL
@@ -190,15 +193,14 @@ def test_multinode_trainjob(configs):
     assert trainer["image"] == "registry.example.com/ml/kfkit:1.2.3"
     assert "--nnodes=4" in trainer["command"] and "--nproc_per_node=8" in trainer["command"]
     pod = pod_spec_of(job)
-    assert pod["containers"] == [
-        {
-            "name": "node",
-            "volumeMounts": [
-                {"name": "dshm", "mountPath": "/dev/shm"},
-                {"name": "kfkit-shared", "mountPath": SHARED_MOUNT},
-            ],
-        }
+    (node,) = pod["containers"]
+    assert node["name"] == "node"
+    assert node["volumeMounts"] == [
+        {"name": "dshm", "mountPath": "/dev/shm"},
+        {"name": "kfkit-shared", "mountPath": SHARED_MOUNT},
+        {"name": "tmp", "mountPath": "/tmp"},
     ]
+    assert node["securityContext"]["readOnlyRootFilesystem"] is True
     assert pod["volumes"][0]["emptyDir"]["sizeLimit"] == "16Gi"
     pytorchjob = build_training_job(configs["multinode"], "pytorchjob")
     assert pytorchjob["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 3
