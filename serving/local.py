@@ -20,10 +20,28 @@ from kfkit.errors import ServingError
 
 # Only the standard library at import time: the CLI imports this module, and kserve/torch take seconds.
 
-__all__ = ["LocalEndpoint", "start_server", "stop_server", "infer_v2", "ensure_port_free", "V2_INPUT_NAME"]
+__all__ = [
+    "LocalEndpoint",
+    "start_server",
+    "stop_server",
+    "infer_v2",
+    "ensure_port_free",
+    "server_options",
+    "V2_INPUT_NAME",
+    "SERVER_OPTIONS",
+]
 
 V2_INPUT_NAME = "features"
 """Name of the V2 input tensor in kfkit's requests and model metadata (the server accepts any name)."""
+
+SERVER_OPTIONS = (
+    "max_batch_size",
+    "max_batch_latency_ms",
+    "max_body_bytes",
+    "payload_log_url",
+    "payload_log_queue_size",
+)
+"""``serving.*`` config fields that :func:`start_server` passes on to the server as ``--max-batch-size`` etc."""
 
 _SERVER_MODULE = "kfkit.serving.server"
 _LOG_TAIL_LINES = 20
@@ -119,11 +137,17 @@ def start_server(
     grpc_port: int = 8081,
     log_path: Path,
     timeout_s: float = 120.0,
+    max_batch_size: int | None = None,
+    max_batch_latency_ms: float | None = None,
+    max_body_bytes: int | None = None,
+    payload_log_url: str | None = None,
+    payload_log_queue_size: int | None = None,
 ) -> LocalEndpoint:
     """Launch ``python -m kfkit.serving.server`` detached and wait until the model answers ready.
 
     The server gets its own session, so it outlives the process that started it (a kfp.local step);
-    stop it with :func:`stop_server`.
+    stop it with :func:`stop_server`. The serving options default to the server's own defaults (the
+    config's); pass a config's with ``start_server(..., **server_options(cfg.serving))``.
 
     Args:
         model_uri: Published version URI (``file:///…/<name>/<version>``).
@@ -133,6 +157,11 @@ def start_server(
         grpc_port: gRPC port.
         log_path: File for the server's output (appended to; its folder is created).
         timeout_s: How long to wait for ``/v2/health/ready`` and ``/v2/models/<name>/ready``.
+        max_batch_size: Adaptive batching: most rows per forward pass (1 = no batching).
+        max_batch_latency_ms: Adaptive batching: longest a request waits for others to join its batch.
+        max_body_bytes: Largest request body; bigger ones get 413.
+        payload_log_url: Where request/response CloudEvents go; None = no payload logging.
+        payload_log_queue_size: Payload events buffered before new ones are dropped.
 
     Returns:
         The running endpoint.
@@ -146,6 +175,16 @@ def start_server(
     log_path = Path(log_path)
     command = [sys.executable, "-m", _SERVER_MODULE, "--model-uri", model_uri, "--model-name", model_name]
     command += ["--host", host, "--http_port", str(http_port), "--grpc_port", str(grpc_port)]
+    options = {
+        "max_batch_size": max_batch_size,
+        "max_batch_latency_ms": max_batch_latency_ms,
+        "max_body_bytes": max_body_bytes,
+        "payload_log_url": payload_log_url,
+        "payload_log_queue_size": payload_log_queue_size,
+    }
+    for key, value in options.items():
+        if value is not None:
+            command += [f"--{key.replace('_', '-')}", str(value)]
     try:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
@@ -167,6 +206,11 @@ def start_server(
     )
     _wait_ready(endpoint, process, timeout_s)
     return endpoint
+
+
+def server_options(serving: Any) -> dict[str, Any]:
+    """The :data:`SERVER_OPTIONS` of a ``ServingConfig``, as keyword arguments for :func:`start_server`."""
+    return {key: getattr(serving, key) for key in SERVER_OPTIONS}
 
 
 def stop_server(endpoint_or_pid: LocalEndpoint | int, timeout_s: float = 10.0) -> bool:

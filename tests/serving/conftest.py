@@ -44,3 +44,126 @@ def publish_random_mlp(tmp_path_factory):
         return _publish_random_mlp(tmp_path_factory.mktemp(name), seed=seed, n_rows=n_rows, threshold=threshold)
 
     return _make
+
+
+class PayloadReceiver:
+    """A real HTTP server (aiohttp, own thread and loop) that records every request it gets.
+
+    ``delay_s`` makes it answer slowly and ``status`` sets its answer, so tests can play a slow or failing
+    CloudEvents receiver.
+    """
+
+    def __init__(self) -> None:
+        self.events: list[tuple[dict[str, str], bytes]] = []
+        self.delay_s = 0.0
+        self.status = 200
+        self.url = ""
+        self._loop = None
+        self._thread = None
+        self._runner = None
+
+    def start(self) -> PayloadReceiver:
+        import asyncio
+        import threading
+
+        ready = threading.Event()
+
+        def run() -> None:
+            self._loop = asyncio.new_event_loop()
+            self._loop.run_until_complete(self._serve())
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="payload-receiver", daemon=True)
+        self._thread.start()
+        assert ready.wait(10), "receiver did not start"
+        return self
+
+    async def _serve(self) -> None:
+        import asyncio
+
+        from aiohttp import web
+
+        async def handle(request: web.Request) -> web.Response:
+            body = await request.read()
+            self.events.append(({k.lower(): v for k, v in request.headers.items()}, body))
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+            return web.Response(status=self.status)
+
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}/events"
+
+    def wait_for(self, predicate, timeout_s: float = 10.0) -> list[tuple[dict[str, str], bytes]]:
+        """Poll until ``predicate(events)`` holds; return the events (the last poll's, if it never held)."""
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            events = list(self.events)
+            if predicate(events):
+                return events
+            time.sleep(0.05)
+        return list(self.events)
+
+    def stop(self) -> None:
+        import asyncio
+
+        if self._loop is None:
+            return
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def payload_receiver():
+    """A running :class:`PayloadReceiver` (reset ``delay_s``/``status`` after changing them)."""
+    receiver = PayloadReceiver().start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture(scope="session")
+def live_server(publish_random_mlp, payload_receiver, tmp_path_factory):
+    """One real kfkit server for the hardening, metrics and payload-log tests: small body limit and payload
+    queue, batching on, payload events to ``payload_receiver``. Yields (endpoint, published model)."""
+    import socket
+
+    from kfkit.serving.local import start_server, stop_server
+
+    model = publish_random_mlp("live", seed=5, n_rows=6)
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    endpoint = start_server(
+        model.uri,
+        model_name="test-mlp",
+        http_port=ports[0],
+        grpc_port=ports[1],
+        log_path=tmp_path_factory.mktemp("live-logs") / "server.log",
+        timeout_s=120,
+        max_batch_size=16,
+        max_batch_latency_ms=2.0,
+        max_body_bytes=LIVE_MAX_BODY_BYTES,
+        payload_log_url=payload_receiver.url,
+        payload_log_queue_size=LIVE_PAYLOAD_QUEUE,
+    )
+    yield SimpleNamespace(
+        endpoint=endpoint, model=model, max_body_bytes=LIVE_MAX_BODY_BYTES, payload_queue=LIVE_PAYLOAD_QUEUE
+    )
+    stop_server(endpoint)
+
+
+LIVE_MAX_BODY_BYTES = 65_536
+"""Body limit of the ``live_server`` (bytes)."""
+LIVE_PAYLOAD_QUEUE = 8
+"""Payload queue of the ``live_server`` (events)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from types import SimpleNamespace
 
@@ -30,6 +31,11 @@ def setup(publish_random_mlp) -> SimpleNamespace:
     return published
 
 
+def _predict(predictor: KfkitPredictor, payload):
+    """Run the async predict hook as KServe's event loop would."""
+    return asyncio.run(predictor.predict(payload))
+
+
 def _v2_rest(body: dict) -> InferRequest:
     """The InferRequest KServe's REST server hands to predict for this JSON body."""
     return InferRequest.from_inference_request(InferenceRequest.model_validate(body), "test-mlp")
@@ -48,7 +54,7 @@ def _check_v2(response: InferResponse, expected: np.ndarray, threshold: float) -
 
 
 def test_v1_rows_match_offline(setup):
-    result = setup.predictor.predict({"instances": setup.rows.tolist()})
+    result = _predict(setup.predictor, {"instances": setup.rows.tolist()})
     predictions = result["predictions"]
     np.testing.assert_allclose([p["probability"] for p in predictions], setup.expected, rtol=0, atol=1e-6)
     assert [p["label"] for p in predictions] == [int(p >= 0.4) for p in setup.expected]
@@ -61,7 +67,7 @@ def test_v1_named_features_in_any_order(setup):
         pairs = list(zip(NAMES, row, strict=True))
         random.Random(len(instances)).shuffle(pairs)
         instances.append(dict(pairs))
-    result = setup.predictor.predict({"instances": instances})
+    result = _predict(setup.predictor, {"instances": instances})
     np.testing.assert_allclose([p["probability"] for p in result["predictions"]], setup.expected, rtol=0, atol=1e-6)
 
 
@@ -73,7 +79,7 @@ def test_v2_rest_matches_offline(setup, datatype, nested):
     data = rows.astype(np.int64).tolist() if datatype == "INT64" else rows.tolist()
     if not nested:
         data = [v for row in data for v in row]
-    response = setup.predictor.predict(_v2_rest(_v2_body(data, rows.shape, datatype)))
+    response = _predict(setup.predictor, _v2_rest(_v2_body(data, rows.shape, datatype)))
     _check_v2(response, predict_proba(setup.model, rows), setup.spec.threshold)
     assert response.model_name == "test-mlp"
 
@@ -83,11 +89,11 @@ def test_v2_grpc_binary_request_matches_offline(setup):
     tensor.set_data_from_numpy(setup.rows, binary_data=True)
     grpc_request = InferRequest(model_name="test-mlp", infer_inputs=[tensor], request_id="r1").to_grpc()
     assert grpc_request.raw_input_contents, "the request should carry raw bytes"
-    response = setup.predictor.predict(InferRequest.from_grpc(grpc_request))
+    response = _predict(setup.predictor, InferRequest.from_grpc(grpc_request))
     assert response.id == "r1"
     _check_v2(InferResponse.from_grpc(response.to_grpc()), setup.expected, setup.spec.threshold)
     # a ModelInferRequest handed over directly is accepted too
-    _check_v2(setup.predictor.predict(grpc_request), setup.expected, setup.spec.threshold)
+    _check_v2(_predict(setup.predictor, grpc_request), setup.expected, setup.spec.threshold)
 
 
 def test_v2_metadata_describes_the_tensors(setup):
@@ -117,14 +123,14 @@ BAD_V1 = {
         {"instances": [{**{n: 1.0 for n in NAMES}, "amount": 3}]},
         r"instances\[0\]: unknown 'amount'; the model takes exactly these 30 features",
     ),
-    "mixed rows": ({"instances": [dict(zip(NAMES, ROW, strict=True)), ROW]}, r"instances\[1\] is a list"),
+    "mixed rows": ({"instances": [dict(zip(NAMES, ROW, strict=True)), ROW]}, r"instances\[1\] is an array"),
 }
 
 
 @pytest.mark.parametrize(("payload", "message"), BAD_V1.values(), ids=BAD_V1.keys())
 def test_bad_v1_input_is_invalid_input(setup, payload, message):
     with pytest.raises(kserve.errors.InvalidInput, match=message) as caught:
-        setup.predictor.predict(payload)
+        _predict(setup.predictor, payload)
     assert isinstance(caught.value, errors.InvalidInput) and caught.value.status_code == 400
     assert str(caught.value) == caught.value.args[0]
 
@@ -152,7 +158,7 @@ BAD_V2 = {
 @pytest.mark.parametrize(("body", "message"), BAD_V2.values(), ids=BAD_V2.keys())
 def test_bad_v2_input_is_invalid_input(setup, body, message):
     with pytest.raises(kserve.errors.InvalidInput, match=message):
-        setup.predictor.predict(_v2_rest(body))
+        _predict(setup.predictor, _v2_rest(body))
 
 
 def test_binary_v2_data_that_does_not_fit_its_shape_is_invalid_input(setup):
@@ -161,13 +167,13 @@ def test_binary_v2_data_that_does_not_fit_its_shape_is_invalid_input(setup):
     grpc_request = InferRequest(model_name="test-mlp", infer_inputs=[tensor]).to_grpc()
     grpc_request.inputs[0].shape[:] = [3, N]
     with pytest.raises(kserve.errors.InvalidInput, match=r"input 'features' with shape \[3, 30\] cannot be decoded"):
-        setup.predictor.predict(grpc_request)
+        _predict(setup.predictor, grpc_request)
 
 
 @pytest.mark.parametrize("payload", [b'{"instances": []}', [ROW], "text"], ids=["bytes", "list", "str"])
 def test_non_object_body_is_invalid_input(setup, payload):
     with pytest.raises(kserve.errors.InvalidInput, match=r"not a JSON object; send \{\"instances\""):
-        setup.predictor.predict(payload)
+        _predict(setup.predictor, payload)
 
 
 def test_load_of_a_folder_without_a_model_fails_clearly(tmp_path):
@@ -176,3 +182,26 @@ def test_load_of_a_folder_without_a_model_fails_clearly(tmp_path):
         predictor.load()
     assert not predictor.ready
     assert predictor.get_input_types() == []
+
+
+def test_kfkit_mlp_is_scored_by_the_lean_forward_bit_identically(setup):
+    """The predictor binds the MLP's weights once and skips nn.Module dispatch; the numbers must not change."""
+    import torch
+
+    from kfkit.serving.predictor import _lean_mlp
+
+    score = setup.predictor._score_rows
+    assert score.__qualname__ == "_lean_mlp.<locals>.forward"
+    rows = np.concatenate([setup.rows, setup.rows * 3 - 1])
+    np.testing.assert_array_equal(score(rows), predict_proba(setup.model, rows))
+    other = torch.nn.Sequential(torch.nn.Linear(N, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    assert _lean_mlp(other) is None  # anything but kfkit's Linear/ReLU/Dropout stack keeps the module's forward
+
+
+def test_unknown_framework_is_refused(tmp_path):
+    import json
+
+    (tmp_path / "model.json").write_text(json.dumps({"name": "m", "feature_names": NAMES, "hidden_dims": [4],
+                                                     "framework": "onnx"}))  # fmt: skip
+    with pytest.raises(errors.ModelLoadError, match=r"framework='onnx'; kfkit serves pytorch or tensorflow"):
+        KfkitPredictor("m", tmp_path).load()
