@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     serve.add_argument("--http-port", type=int, default=8080, help="REST port (default 8080)")
     serve.add_argument("--grpc-port", type=int, default=8081, help="V2 gRPC port (default 8081)")
+    serve.add_argument(
+        "--tfserving-grpc-port", type=int, default=0, help="also answer TensorFlow Serving gRPC clients here (0 = off)"
+    )
+    serve.add_argument("overrides", nargs="*", metavar="OVERRIDE", help="serving.* overrides, e.g. "
+                       "serving.max_batch_size=64 serving.payload_log_url=http://127.0.0.1:9000/events")  # fmt: skip
 
     comp = sub.add_parser(
         "compile",
@@ -291,10 +296,16 @@ def _registry(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from kfkit.serving.local import server_options
     from kfkit.serving.server import main as serve_main
 
+    serving = _compose(args.overrides).serving  # batching, body limit and payload logging from the config
     argv = ["--model-uri", args.model_uri, "--host", args.host]
     argv += ["--http_port", str(args.http_port), "--grpc_port", str(args.grpc_port)]
+    argv += ["--tfserving-grpc-port", str(args.tfserving_grpc_port)]
+    for option, value in server_options(serving).items():
+        if value is not None:  # payload_log_url=None: no payload logging
+            argv += [f"--{option.replace('_', '-')}", str(value)]
     if args.model_name:
         argv += ["--model-name", args.model_name]
     return serve_main(argv)

@@ -15,6 +15,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import kserve
 from kserve import model_server
@@ -110,6 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="payload events buffered before new ones are dropped (and counted) rather than slow predictions",
     )
     kfkit.add_argument(
+        "--tfserving-grpc-port",
+        "--tfserving_grpc_port",
+        dest="tfserving_grpc_port",
+        type=int,
+        default=0,
+        help="also answer TensorFlow Serving's gRPC PredictionService (Predict, GetModelMetadata) on this port, "
+        "for existing TF Serving clients (0 = off; TF Serving's own default is 8500)",
+    )
+    kfkit.add_argument(
         "--access-log",
         action="store_true",
         help="log one line per HTTP request (off by default: a line per request costs throughput)",
@@ -148,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             metrics=metrics,
         )
         predictor.load()
+        tfserving = _start_tfserving(args, model_dir, model_name, predictor.model_version)
     except KfkitError as e:
         print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
@@ -204,8 +215,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     # on one core), a stall every few seconds under load. Freezing moves them out of the collector's way.
     gc.collect()
     gc.freeze()
-    server.start([predictor])
+    try:
+        server.start([predictor])
+    finally:
+        if tfserving is not None:
+            tfserving.stop(5)
     return 0
+
+
+def _start_tfserving(args: argparse.Namespace, model_dir: Path, model_name: str, version: str | None) -> Any:
+    """The TF Serving PredictionService beside the KServe server (its own gRPC server and threads), or None."""
+    if not args.tfserving_grpc_port:
+        return None
+    from kfkit.model import load_scorer
+    from kfkit.serving.tfserving import start_prediction_service
+
+    ensure_port_free(args.host, args.tfserving_grpc_port, "--tfserving-grpc-port")
+    scorer, spec = load_scorer(model_dir)
+    number = int(version) if version and version.isdigit() else 1
+    service = start_prediction_service(
+        scorer, spec, args.host, args.tfserving_grpc_port, model_name=model_name, version=number
+    )
+    logger.info("kfkit: TensorFlow Serving PredictionService on %s:%d", args.host, args.tfserving_grpc_port)
+    return service
 
 
 def _check_options(args: argparse.Namespace) -> None:

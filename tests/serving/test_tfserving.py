@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
@@ -161,3 +162,45 @@ def test_client_example_script(service, repo):
     missing = subprocess.run([*command, "--model-name", "nope", "--random", "1"], capture_output=True, text=True,
                              timeout=120)  # fmt: skip
     assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
+
+
+def test_kfkit_server_answers_tf_serving_clients_beside_kserve(publish_random_mlp, free_port, tmp_path):
+    """`--tfserving-grpc-port`: the one server process answers both V2 REST and TF Serving's Predict."""
+    import httpx
+
+    from kfkit.serving.local import stop_server
+
+    model = publish_random_mlp("tfserving-server", seed=5, n_rows=4)
+    http_port, grpc_port, tf_port = free_port(), free_port(), free_port()
+    command = [
+        sys.executable, "-m", "kfkit.serving.server", "--model-uri", model.uri, "--model-name", "both",
+        "--http_port", str(http_port), "--grpc_port", str(grpc_port), "--tfserving-grpc-port", str(tf_port),
+    ]  # fmt: skip
+    log = open(tmp_path / "server.log", "wb")  # closed below, after the server stops
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, (tmp_path / "server.log").read_text()
+            time.sleep(0.1)
+        with grpc.insecure_channel(f"127.0.0.1:{tf_port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            response = stub.Predict(_request(model.rows, name="both"), timeout=30)
+        np.testing.assert_allclose(tf.make_ndarray(response.outputs["probability"]), model.expected, atol=1e-6)
+        v2 = httpx.post(
+            f"http://127.0.0.1:{http_port}/v2/models/both/infer",
+            json={"inputs": [{"name": "features", "shape": list(model.rows.shape), "datatype": "FP32",
+                              "data": model.rows.ravel().tolist()}]},
+            timeout=30,
+        )  # fmt: skip
+        assert v2.status_code == 200, v2.text
+        np.testing.assert_allclose(v2.json()["outputs"][0]["data"], model.expected, atol=1e-6)
+    finally:
+        if process.poll() is None:
+            stop_server(process.pid)
+        process.wait(timeout=30)
+        log.close()
