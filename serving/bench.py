@@ -1077,7 +1077,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "kfkit bench serve") 
         kfkit_args=[*settings.kfkit_args, *args.kfkit_arg],
     )
     out = Path(args.out or f".kfkit/bench/serve-{time.strftime('%Y%m%d-%H%M%S')}")
-    command = shlex.join([prog, *(sys.argv[1:] if argv is None else argv)])
+    command = " ".join([prog, shlex.join(sys.argv[1:] if argv is None else argv)]).strip()
     try:
         results = run_bench(settings, out, command=command)
     except KfkitError as e:

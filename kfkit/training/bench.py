@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None, *, prog: str = "kfkit bench train") -> i
     from kfkit.config import compose
     from kfkit.training.launcher import train
 
-    command = " ".join(shlex.quote(a) for a in [prog, *(sys.argv[1:] if argv is None else argv)])
+    command = " ".join([prog, *(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))])
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the launcher keeps a value that is already set
     machine = _machine()
