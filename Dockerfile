@@ -18,8 +18,12 @@ COPY components/ components/
 COPY serving/ serving/
 COPY configs/ configs/
 RUN pip install --no-deps . && useradd --uid 1000 --create-home kfkit
+# Published versions record the code version in lineage.json; an image has no .git, so pass it in:
+#   docker build --build-arg KFKIT_GIT_COMMIT=$(git rev-parse HEAD) …
+ARG KFKIT_GIT_COMMIT=""
+ENV KFKIT_GIT_COMMIT=${KFKIT_GIT_COMMIT}
 
 USER 1000
-EXPOSE 8080 8081
+EXPOSE 8080 8081 8500
 ENTRYPOINT ["kfkit"]
 CMD ["--help"]
