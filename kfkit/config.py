@@ -302,24 +302,6 @@ class KfkitConfig:
     """Where runs keep their outputs, logs and server state."""
 
 
-def _schema_types() -> dict[str, Any]:
-    return {
-        cls.__name__: cls
-        for cls in (
-            DatasetConfig,
-            ModelConfig,
-            ClusterTrainingConfig,
-            TrainingConfig,
-            EvaluationConfig,
-            GateConfig,
-            RegistryConfig,
-            ServingConfig,
-            DriftConfig,
-            DeployConfig,
-        )
-    }
-
-
 def _register() -> None:
     from hydra.core.config_store import ConfigStore
 
@@ -499,25 +481,21 @@ def _new_map_key_hint(text: str) -> str | None:
     Its own advice is dropped as noise because it is wrong for typed fields, so give it back only where
     the parent really is a map (a ``dict[...]`` field of the schema).
     """
+    import typing
+
     match = re.search(r"Could not override '([\w.]+)'", text)
     if not match or "." not in match.group(1):
         return None
     parent, _, _ = match.group(1).rpartition(".")
     node: Any = KfkitConfig
     for name in parent.split("."):
-        fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
-        if name not in fields:
+        if not dataclasses.is_dataclass(node) or name not in (hints := typing.get_type_hints(node)):
             return None
-        node = fields[name].type
-        node = _SCHEMA_TYPES.get(node, node) if isinstance(node, str) else node
-    if isinstance(node, str) and node.startswith("dict["):
+        node = hints[name]
+    if typing.get_origin(node) is dict:
         return f"{parent} is a map: add a new key with a leading '+', e.g. +{match.group(1)}=VALUE"
     return None
 
 
-# Annotations are strings (from __future__ import annotations): map the nested dataclass names back.
-_SCHEMA_TYPES: dict[str, Any] = {}
-
 # Hydra/OmegaConf lines that do not help: internals, and advice ("+key=value") a typed schema refuses.
 _NOISE = ("object_type=", "reference_type=", "Set the environment", "To append to your config")
-_SCHEMA_TYPES.update(_schema_types())

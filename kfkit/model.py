@@ -14,12 +14,15 @@ if TYPE_CHECKING:  # torch is heavy: import it only where a model is built
     import numpy as np
     import torch
 
+    from kfkit.config import KfkitConfig
+
 __all__ = [
     "ModelSpec",
     "build_model",
     "save_model",
     "load_model",
     "load_spec",
+    "spec_from_config",
     "load_scorer",
     "predict_proba",
     "WEIGHTS_FILE",
@@ -67,6 +70,25 @@ class ModelSpec:
     def input_dim(self) -> int:
         """Number of input features."""
         return len(self.feature_names)
+
+
+def spec_from_config(
+    cfg: KfkitConfig, feature_names: list[str], label: str, *, framework: str = "pytorch", **extra: Any
+) -> ModelSpec:
+    """The spec a training run of ``cfg`` saves beside its weights (either framework).
+
+    ``extra`` adds provenance (world size, strategy) to the dataset and epoch count recorded always.
+    """
+    return ModelSpec(
+        name=cfg.model.name,
+        feature_names=list(feature_names),
+        hidden_dims=list(cfg.model.hidden_dims),
+        dropout=cfg.model.dropout,
+        threshold=cfg.evaluation.threshold,
+        label=label,
+        framework=framework,
+        extra={"dataset": cfg.dataset.kind, "epochs": cfg.training.epochs, **extra},
+    )
 
 
 def build_model(spec: ModelSpec) -> torch.nn.Module:

@@ -41,6 +41,7 @@ from kfkit.serving.bench_load import (
     run_wrk,
     wrk_available,
 )
+from kfkit.serving.local import free_port
 
 __all__ = [
     "BenchSettings",
@@ -184,14 +185,6 @@ def _grpc_request(rows: Any) -> bytes:
 # --------------------------------------------------------------------------------------- servers
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _pinned(command: list[str], cpu: int | None) -> list[str]:
     if cpu is None or not shutil.which("taskset"):
         return command
@@ -305,7 +298,7 @@ def kfkit_batch_flag() -> str | None:
 
 
 def _kfkit_server(name: str, model: _Model, settings: BenchSettings, logs: Path, extra: Sequence[str] = ()) -> _Server:
-    http_port, grpc_port = _free_port(), _free_port()
+    http_port, grpc_port = free_port(), free_port()
     command = [
         sys.executable,
         "-m",
@@ -353,9 +346,9 @@ def _mlserver(name: str, model: _Model, settings: BenchSettings, logs: Path, wor
     model_folder = folder / MODEL_NAME
     model_folder.mkdir(parents=True)
     shutil.copy(Path(__file__).with_name("bench_mlserver_runtime.py"), model_folder / f"{_RUNTIME_MODULE}.py")
-    http_port, grpc_port = _free_port(), _free_port()
+    http_port, grpc_port = free_port(), free_port()
     server_settings: dict[str, Any] = {"host": "127.0.0.1", "http_port": http_port, "grpc_port": grpc_port}
-    server_settings["metrics_port"] = _free_port()
+    server_settings["metrics_port"] = free_port()
     if tuned:  # MLServer's fastest single-worker setting: inference in the server process, no metrics, no debug
         server_settings |= {"parallel_workers": 0, "metrics_endpoint": None, "debug": False}
     (folder / "settings.json").write_text(json.dumps(server_settings, indent=2))

@@ -26,6 +26,7 @@ __all__ = [
     "stop_server",
     "infer_v2",
     "ensure_port_free",
+    "free_port",
     "server_options",
     "V2_INPUT_NAME",
     "SERVER_OPTIONS",
@@ -298,6 +299,13 @@ def ensure_port_free(host: str, port: int, setting: str) -> None:
                     f"stop it or pick a free port, e.g. {setting}={_free_port_hint(host, port)}"
                 ) from e
             raise ServingError(f"cannot bind {host}:{port} ({setting}): {e}") from e
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now (the OS picks it; another process may take it later)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
 
 
 def _free_port_hint(host: str, port: int) -> int:

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from kfkit.config import KfkitConfig, compose
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from kfkit.serving.local import free_port as _free_port
 
 
 @pytest.fixture
@@ -23,7 +17,7 @@ def repo() -> Path:
     return Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def free_port():
     """Call it for a TCP port nothing listens on right now."""
     return _free_port

@@ -16,6 +16,19 @@ def _kfkit(*args, cwd=REPO):
     return subprocess.run([*KFKIT, *args], capture_output=True, text=True, cwd=cwd, timeout=120)
 
 
+def _assert_crd_valid(documents: str, tmp_path: Path) -> None:
+    """Check YAML documents against the official CRD schemas in ../shared/crds."""
+    crds = REPO.parent / "shared" / "crds"
+    if not crds.is_dir():
+        pytest.skip(f"{crds} not found (CI clones the repo with shared/ beside it)")
+    (tmp_path / "out.yaml").write_text(documents)
+    check = subprocess.run(
+        [sys.executable, str(crds / "validate.py"), "--crds", str(crds), str(tmp_path / "out.yaml")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
 def test_help_explains_each_command():
     for command, phrase in [
         ("run", "--no-serve"),
@@ -93,15 +106,7 @@ def test_manifest_renders_crd_valid_kserve_resources(tmp_path):
     isvc = docs[1]
     assert isvc["metadata"]["name"] == "fraud-mlp"
     assert isvc["spec"]["predictor"]["model"]["storageUri"] == "s3://kfkit-models/fraud-mlp/3"
-    crds = REPO.parent / "shared" / "crds"
-    if not crds.is_dir():
-        pytest.skip(f"{crds} not found (CI clones the repo with shared/ beside it)")
-    (tmp_path / "out.yaml").write_text(result.stdout)
-    check = subprocess.run(
-        [sys.executable, str(crds / "validate.py"), "--crds", str(crds), str(tmp_path / "out.yaml")],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    assert check.returncode == 0, check.stdout + check.stderr
+    _assert_crd_valid(result.stdout, tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -113,15 +118,7 @@ def test_manifest_renders_crd_valid_training_jobs(kind, api, tmp_path):
     (job,) = yaml.safe_load_all(result.stdout)
     assert job["apiVersion"] == api
     assert job["metadata"]["labels"]["app.kubernetes.io/component"] == "training"
-    crds = REPO.parent / "shared" / "crds"
-    if not crds.is_dir():
-        pytest.skip(f"{crds} not found (CI clones the repo with shared/ beside it)")
-    (tmp_path / "job.yaml").write_text(result.stdout)
-    check = subprocess.run(
-        [sys.executable, str(crds / "validate.py"), "--crds", str(crds), str(tmp_path / "job.yaml")],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    assert check.returncode == 0, check.stdout + check.stderr
+    _assert_crd_valid(result.stdout, tmp_path)
 
 
 def test_bench_passes_its_options_to_the_benchmark():

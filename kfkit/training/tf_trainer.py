@@ -162,7 +162,7 @@ def fit_tf_model(prepared_dir: str | Path, cfg: KfkitConfig) -> TfRun:
     from sklearn.metrics import average_precision_score
 
     from kfkit.data.prep import load_prepared
-    from kfkit.model import ModelSpec
+    from kfkit.model import spec_from_config
     from kfkit.training.early_stopping import EarlyStopping
 
     train_cfg = cfg.training
@@ -298,20 +298,8 @@ def fit_tf_model(prepared_dir: str | Path, cfg: KfkitConfig) -> TfRun:
             break
     if best_weights is not None:
         model.set_weights(best_weights)  # keep the best epoch, as early stopping promises
-    spec = ModelSpec(
-        name=cfg.model.name,
-        feature_names=features,
-        hidden_dims=list(cfg.model.hidden_dims),
-        dropout=cfg.model.dropout,
-        threshold=cfg.evaluation.threshold,
-        label=label,
-        framework="tensorflow",
-        extra={
-            "dataset": cfg.dataset.kind,
-            "epochs": train_cfg.epochs,
-            "world_size": replicas,
-            "strategy": "MultiWorkerMirroredStrategy",
-        },
+    spec = spec_from_config(
+        cfg, features, label, framework="tensorflow", world_size=replicas, strategy="MultiWorkerMirroredStrategy"
     )
     summary = {
         "framework": "tensorflow",

@@ -147,8 +147,9 @@ def _train(prepared_dir: Path, config_path: Path, out_dir: Path) -> None:
         random.seed(tc.seed)
         np.random.seed(tc.seed)
         torch.manual_seed(tc.seed)
-        spec = _spec(cfg, features, label, world_size)
-        from kfkit.model import build_model
+        from kfkit.model import build_model, spec_from_config
+
+        spec = spec_from_config(cfg, features, label, world_size=world_size)
 
         model = build_model(spec).to(device)
         # Standardise with training-split statistics (every rank holds the whole split, so all agree).
@@ -421,20 +422,6 @@ def _finish(
         f"[train] wrote {out} (epoch {summary['best_epoch']} weights, {EXPORT_FILE} exported "
         f"in {summary['export']['seconds']:.1f} s)",
         flush=True,
-    )
-
-
-def _spec(cfg: KfkitConfig, features: list[str], label: str, world_size: int) -> Any:
-    from kfkit.model import ModelSpec
-
-    return ModelSpec(
-        name=cfg.model.name,
-        feature_names=features,
-        hidden_dims=list(cfg.model.hidden_dims),
-        dropout=cfg.model.dropout,
-        threshold=cfg.evaluation.threshold,
-        label=label,
-        extra={"dataset": cfg.dataset.kind, "epochs": cfg.training.epochs, "world_size": world_size},
     )
 
 

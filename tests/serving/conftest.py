@@ -134,21 +134,14 @@ def payload_receiver():
 def live_server(publish_random_mlp, payload_receiver, tmp_path_factory):
     """One real kfkit server for the hardening, metrics and payload-log tests: small body limit and payload
     queue, batching on, payload events to ``payload_receiver``. Yields (endpoint, published model)."""
-    import socket
-
-    from kfkit.serving.local import start_server, stop_server
+    from kfkit.serving.local import free_port, start_server, stop_server
 
     model = publish_random_mlp("live", seed=5, n_rows=6)
-    ports = []
-    for _ in range(2):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
     endpoint = start_server(
         model.uri,
         model_name="test-mlp",
-        http_port=ports[0],
-        grpc_port=ports[1],
+        http_port=free_port(),
+        grpc_port=free_port(),
         log_path=tmp_path_factory.mktemp("live-logs") / "server.log",
         timeout_s=120,
         max_batch_size=16,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from dataclasses import asdict
 from types import SimpleNamespace
 
@@ -85,14 +84,9 @@ def test_predictor_scores_a_savedmodel_like_offline(tf_model):
     predictor.stop()
 
 
-def test_savedmodel_over_v1_v2_and_grpc(tf_model):
-    ports = []
-    for _ in range(2):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
+def test_savedmodel_over_v1_v2_and_grpc(tf_model, free_port):
     endpoint = start_server(
-        tf_model.uri, model_name="tf-mlp", http_port=ports[0], grpc_port=ports[1],
+        tf_model.uri, model_name="tf-mlp", http_port=free_port(), grpc_port=free_port(),
         log_path=tf_model.root / "server.log", timeout_s=180,
     )  # fmt: skip
     try:

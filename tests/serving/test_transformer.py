@@ -20,7 +20,7 @@ from kfkit.data.sources import synthetic_fraud
 from kfkit.errors import ConfigError
 from kfkit.model import ModelSpec, build_model, predict_proba, save_model
 from kfkit.registry import publish
-from kfkit.serving.local import start_server, stop_server
+from kfkit.serving.local import free_port, start_server, stop_server
 
 pytestmark = pytest.mark.slow  # feast takes seconds to import; two servers start
 
@@ -56,14 +56,6 @@ def _feast_repo(root: Path, frame) -> Path:
     return repo
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait_ready(url: str, process: subprocess.Popen, log: Path, timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -95,9 +87,9 @@ def stack(tmp_path_factory):
     version = publish(save_model(net, spec, root / "model"), registry_uri=f"file://{root / 'registry'}", name=NAME)
 
     predictor = start_server(
-        version.uri, model_name=NAME, http_port=_free_port(), grpc_port=_free_port(), log_path=root / "predictor.log"
+        version.uri, model_name=NAME, http_port=free_port(), grpc_port=free_port(), log_path=root / "predictor.log"
     )
-    port = _free_port()
+    port = free_port()
     log = root / "transformer.log"
     command = [sys.executable, "-m", "kfkit.serving.transformer", "--feast-repo", str(repo), "--model-uri", version.uri]
     command += ["--predictor-host", f"127.0.0.1:{predictor.http_port}", "--http_port", str(port)]
@@ -228,7 +220,7 @@ def test_lookup_rejects_an_unknown_feature_or_service(stack):
 def test_cli_fails_at_once_on_a_bad_repo(tmp_path, stack):
     command = [sys.executable, "-m", "kfkit.serving.transformer", "--feast-repo", str(tmp_path)]
     command += ["--model-uri", "file:///nonexistent/x/1", "--predictor-host", "127.0.0.1:1"]
-    command += ["--http_port", str(_free_port())]
+    command += ["--http_port", str(free_port())]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("python -m kfkit.serving.transformer: error:")
