@@ -10,6 +10,7 @@ shows it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import re
@@ -236,12 +237,24 @@ class _HttpConnection:
 
 
 def _run_async(coro: Any) -> Any:
-    try:
-        import uvloop  # a faster loop keeps the client off the critical path
+    """Run a load coroutine on uvloop (asyncio if missing) with the garbage collector paused.
 
+    The client keeps every in-flight task and every latency until the run ends; with the collector on, its
+    full passes over those objects stalled the client for tens of milliseconds and showed up as the
+    server's tail latency (REST open loop at 5,600 req/s: p99 11.8-18.9 ms with it, 2.5 ms without).
+    """
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        try:
+            import uvloop  # a faster loop keeps the client off the critical path
+        except ImportError:
+            return asyncio.run(coro)
         return uvloop.run(coro)
-    except ImportError:
-        return asyncio.run(coro)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+        gc.collect()
 
 
 def run_http_closed(target: HttpTarget, *, concurrency: int, duration_s: float) -> LoadResult:

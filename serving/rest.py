@@ -28,6 +28,7 @@ from kfkit.serving.validation import (
     parse_cloudevent,
     parse_content_length,
     parse_json,
+    parse_v2_json,
 )
 
 if TYPE_CHECKING:
@@ -148,7 +149,7 @@ class RestFront:
             if binary_length is not None and event is None:
                 parsed = self._validator.v2_binary(body, binary_length)
             else:
-                parsed = self._validator.v2(parse_json(payload) if isinstance(payload, bytes) else payload)
+                parsed = self._validator.v2(parse_v2_json(payload) if isinstance(payload, bytes) else payload)
             probabilities, labels = await self._predictor.score(parsed.features)
             answer, json_length = self._encoder.v2(parsed, probabilities, labels)
         if event is None:

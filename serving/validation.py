@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import kserve.errors
 import numpy as np
 import orjson
+import simdjson
 
 from kfkit import errors
 from kfkit.serving.local import V2_INPUT_NAME
@@ -33,6 +34,7 @@ __all__ = [
     "V2_OUTPUTS",
     "BINARY_HEADER",
     "parse_json",
+    "parse_v2_json",
     "check_body_size",
     "parse_content_length",
     "parse_binary_header_length",
@@ -81,6 +83,10 @@ _CONTENTS_DTYPES = {
     "uint_contents": np.uint32,
     "uint64_contents": np.uint64,
 }
+# InferTensorContents fields whose values are fixed-width floats: (tag byte of the packed field, dtype).
+# The tag is (field number << 3) | 2, wire type 2 being "length-delimited" (grpc_predict_v2.proto: 6 and 7).
+_PACKED_FLOAT_FIELDS = {"fp32_contents": (6 << 3 | 2, np.dtype("<f4")), "fp64_contents": (7 << 3 | 2, np.dtype("<f8"))}
+_SIMDJSON_MIN_BYTES = 1024  # smaller V2 bodies decode faster with orjson (see parse_v2_json)
 _V2_REQUEST_KEYS = frozenset({"id", "parameters", "inputs", "outputs"})
 _V2_INPUT_KEYS = frozenset({"name", "shape", "datatype", "parameters", "data"})
 _V2_OUTPUT_KEYS = frozenset({"name", "parameters"})
@@ -147,6 +153,35 @@ class CloudEventRequest:
     """The event data: raw bytes (binary mode) or the already-decoded JSON value (structured mode)."""
 
 
+def _packed_floats(contents: Any, field: str) -> np.ndarray | None:
+    """The values of ``contents.fp32_contents`` (or ``fp64_contents``) as an array, read from the wire bytes.
+
+    Reading a repeated protobuf field element by element builds a Python float per value (110 µs for 64 rows
+    of 30). In proto3 wire format, a repeated float field is packed: one tag byte, the byte length as a
+    varint, then the values as little-endian IEEE floats, which numpy reads in place. Returns None when the
+    message holds anything else (no values, another field as well, an integer field), for the caller's
+    checks to name.
+    """
+    wire = _PACKED_FLOAT_FIELDS.get(field)
+    if wire is None:
+        return None
+    tag, dtype = wire
+    data = contents.SerializeToString()
+    if len(data) < 2 or data[0] != tag:
+        return None
+    length, shift, position = 0, 0, 1
+    while position < len(data):  # the varint: 7 bits per byte, low bits first, high bit set on all but the last
+        byte = data[position]
+        length |= (byte & 0x7F) << shift
+        position += 1
+        if byte < 0x80:
+            break
+        shift += 7
+    if position + length != len(data) or length % dtype.itemsize:
+        return None
+    return np.frombuffer(data, dtype=dtype, offset=position)
+
+
 def parse_json(body: bytes | memoryview, *, what: str = "request body") -> Any:
     """Decode JSON, turning a decode error into a 400 that says where the text breaks.
 
@@ -163,6 +198,75 @@ def parse_json(body: bytes | memoryview, *, what: str = "request body") -> Any:
         if b"NaN" in text or b"Infinity" in text:
             hint = "; NaN and Infinity are not JSON: send finite numbers (impute missing values)"
         raise RequestError(f"{what} is not valid JSON ({e}){hint}") from None
+
+
+def parse_v2_json(body: bytes) -> Any:
+    """Decode a V2 JSON request; each input's flat numeric ``data`` arrives as a float64 array, not a list.
+
+    A batch of 64 rows is 1,920 numbers: building (and then converting) a Python float for each costs about
+    100 µs, most of a request's time. simdjson parses the numbers straight into a buffer instead (about 30
+    µs). Everything else in the body is decoded as orjson would decode it, and anything unusual in ``data``
+    (strings, null, booleans, nested lists) comes back as a list, so :meth:`RequestValidator.v2` checks it
+    and reports the problem exactly as for any other body. Text that is not JSON goes to
+    :func:`parse_json`, which names where it breaks. Bodies under 1 KB (a few rows) go to orjson directly:
+    there, simdjson's fixed cost outweighs what it saves (measured crossover: 4 to 8 rows of 30 numbers).
+
+    Raises:
+        RequestError: the bytes are not JSON.
+    """
+    if len(body) < _SIMDJSON_MIN_BYTES:
+        return parse_json(body)
+    try:
+        # One parser per call: a simdjson parser cannot parse again while proxies of its last document live.
+        document = simdjson.Parser().parse(body)
+    except (ValueError, RuntimeError):
+        return parse_json(body)
+    if not isinstance(document, simdjson.Object):
+        return _plain(document)
+    # keys() and [] keep values lazy; items() would build Python objects for every number first
+    decoded = {}
+    for key in document.keys():
+        value = document[key]
+        if key == "inputs" and isinstance(value, simdjson.Array):
+            decoded[key] = [_v2_input(value[i]) for i in range(len(value))]
+        else:
+            decoded[key] = _plain(value)
+    return decoded
+
+
+def _v2_input(tensor: Any) -> Any:
+    """One decoded V2 input tensor, its ``data`` as a float64 array when it is a flat list of numbers."""
+    if not isinstance(tensor, simdjson.Object):
+        return _plain(tensor)
+    decoded = {}
+    for key in tensor.keys():
+        value = tensor[key]
+        decoded[key] = _numbers(value) if key == "data" else _plain(value)
+    return decoded
+
+
+def _numbers(data: Any) -> Any:
+    """A flat JSON list of numbers as a float64 array; anything else as orjson would decode it."""
+    if isinstance(data, simdjson.Array):
+        try:
+            buffer = data.as_buffer(of_type="d")
+        except (TypeError, ValueError):  # a string, null, boolean or object among the values
+            return data.as_list()
+        values = np.frombuffer(buffer, dtype=np.float64)
+        # as_buffer flattens nested lists; only a flat list has as many elements as numbers
+        if len(values) == len(data):
+            return values
+        return data.as_list()
+    return _plain(data)
+
+
+def _plain(value: Any) -> Any:
+    """A simdjson proxy as the dict or list orjson would give; scalars are already plain."""
+    if isinstance(value, simdjson.Object):
+        return value.as_dict()
+    if isinstance(value, simdjson.Array):
+        return value.as_list()
+    return value
 
 
 def check_body_size(size: int, limit: int) -> None:
@@ -404,7 +508,7 @@ class RequestValidator:
         else:
             if data is None:
                 raise RequestError(f'{where} has no "data"; send its values as a list of numbers, row by row')
-            if not isinstance(data, list):
+            if not isinstance(data, list | np.ndarray):
                 raise RequestError(f'{where}: "data" must be a list of numbers, got {_json_kind(data)}')
             if binary:
                 raise RequestError(
@@ -493,14 +597,16 @@ class RequestValidator:
             field = _GRPC_CONTENTS.get(datatype)
             if field is None:
                 raise RequestError(f"input {tensor.name!r}: {datatype} values can only be sent as raw_input_contents")
-            filled = [f.name for f, _ in contents.ListFields()]
-            if filled != [field]:
-                got = f"contents.{filled[0]}" if filled else "no values"
-                raise RequestError(
-                    f"input {tensor.name!r} has datatype {datatype}, whose values go in contents.{field} "
-                    f"(or raw_input_contents); got {got}"
-                )
-            values = np.array(getattr(contents, field), dtype=_CONTENTS_DTYPES[field])
+            values = _packed_floats(contents, field)
+            if values is None:
+                filled = [f.name for f, _ in contents.ListFields()]
+                if filled != [field]:
+                    got = f"contents.{filled[0]}" if filled else "no values"
+                    raise RequestError(
+                        f"input {tensor.name!r} has datatype {datatype}, whose values go in contents.{field} "
+                        f"(or raw_input_contents); got {got}"
+                    )
+                values = np.array(getattr(contents, field), dtype=_CONTENTS_DTYPES[field])
         features = self.features(values, where=f"input {tensor.name!r}", shape=shape)
         outputs = OUTPUT_NAMES
         if request.outputs:
@@ -551,8 +657,10 @@ class RequestValidator:
         # Two reductions decide the common case: NaN fails both comparisons, and a float whose magnitude is
         # within float32's range casts without overflow. Integers always fit. The cast copies, so the batch
         # is C-contiguous and writable (torch wants to own writable memory) even from a read-only buffer.
+        # float() first: comparing numpy scalars costs more than the two reductions themselves.
         if array.dtype.kind == "f" and not (
-            np.minimum.reduce(array, axis=None) >= -_FLOAT32_MAX and np.maximum.reduce(array, axis=None) <= _FLOAT32_MAX
+            float(np.minimum.reduce(array, axis=None)) >= -_FLOAT32_MAX
+            and float(np.maximum.reduce(array, axis=None)) <= _FLOAT32_MAX
         ):
             self._report_non_finite(array, where)
         return array.astype(np.float32, order="C")

@@ -233,3 +233,86 @@ def test_http_level_checks():
         parse_json(b'{"instances": [[NaN]]}')
     with pytest.raises(RequestError, match=r"request body is empty"):
         parse_json(b"  ")
+
+
+# ---- fast decoders: they must agree with the plain path on every body, good or bad --------------------
+
+BIG = np.round(np.random.default_rng(3).normal(0, 50, (64, N)), 4).astype(np.float32)  # a 64-row body: ~15 KB
+
+
+def _text(body: dict) -> bytes:
+    return json.dumps(body).encode()
+
+
+def _big_v2(data) -> dict:
+    return {"inputs": [{"name": "features", "shape": [64, N], "datatype": "FP32", "data": data}], "id": "b"}
+
+
+FLAT = BIG.ravel().tolist()
+FAST_PATH_BODIES = {
+    "floats": _text(_big_v2(FLAT)),
+    "ints and floats": _text(_big_v2([int(v) if i % 3 == 0 else v for i, v in enumerate(FLAT)])),
+    "row-nested data": _text(_big_v2(BIG.tolist())),
+    "ragged nesting, same count": _text(_big_v2([FLAT[:3], *FLAT[3:]])),
+    "string among numbers": _text(_big_v2([*FLAT[:-1], "1.0"])),
+    "null among numbers": _text(_big_v2([None, *FLAT[1:]])),
+    "boolean among numbers": _text(_big_v2([True, *FLAT[1:]])),
+    "beyond float32": _text(_big_v2([1e39, *FLAT[1:]])),
+    "beyond float64": _text(_big_v2(FLAT)).replace(b'"data": [', b'"data": [1e400, '),
+    "NaN literal": _text(_big_v2([float("nan"), *FLAT[1:]])),
+    "too few values": _text(_big_v2(FLAT[:-1])),
+    "outputs and parameters": _text(
+        {**_big_v2(FLAT), "outputs": [{"name": "label"}], "parameters": {"binary_data_output": True}}
+    ),
+    "two inputs": _text({"inputs": [_big_v2(FLAT)["inputs"][0]] * 2}),
+    "inputs not a list": _text({"inputs": {"data": FLAT}}),
+    "top-level array": _text([FLAT]),
+    "trailing comma": _text(_big_v2(FLAT))[:-2] + b",}",
+}
+
+
+@pytest.mark.parametrize("body", FAST_PATH_BODIES.values(), ids=FAST_PATH_BODIES.keys())
+def test_v2_fast_json_decoding_agrees_with_orjson(validator, body):
+    """simdjson (bodies >= 1 KB) gives the same features, or the same error, as orjson + the list path."""
+    from kfkit.serving.validation import parse_v2_json
+
+    assert len(body) > 1024
+
+    def outcome(decode):
+        try:
+            parsed = validator.v2(decode(body))
+        except RequestError as e:
+            return "error", str(e)
+        return "ok", parsed.features.tobytes(), parsed.outputs, parsed.binary_outputs, parsed.request_id
+
+    expected = outcome(parse_json)
+    assert outcome(parse_v2_json) == expected
+    if body == FAST_PATH_BODIES["floats"]:
+        assert expected[0] == "ok" and np.array_equal(np.frombuffer(expected[1], np.float32).reshape(64, N), BIG)
+
+
+def test_v2_fast_json_decoding_reads_flat_numbers_without_python_floats():
+    from kfkit.serving.validation import parse_v2_json
+
+    decoded = parse_v2_json(FAST_PATH_BODIES["floats"])
+    assert isinstance(decoded["inputs"][0]["data"], np.ndarray)  # the fast path was taken
+    assert decoded["id"] == "b" and decoded["inputs"][0]["shape"] == [64, N]
+    nested = parse_v2_json(FAST_PATH_BODIES["row-nested data"])["inputs"][0]["data"]
+    assert isinstance(nested, list)  # nested lists go the checked way
+
+
+@pytest.mark.parametrize("datatype", ["FP32", "FP64"])
+def test_grpc_packed_floats_are_read_from_the_wire_exactly(validator, datatype):
+    field = "fp32_contents" if datatype == "FP32" else "fp64_contents"
+    contents = pb.InferTensorContents(**{field: BIG.ravel().tolist()})
+    request = _grpc(datatype=datatype, shape=[64, N], contents=contents)
+    # through the wire, as a client sends it
+    parsed = validator.grpc(pb.ModelInferRequest.FromString(request.SerializeToString()))
+    np.testing.assert_array_equal(parsed.features, BIG)
+    assert parsed.features.flags.writeable and parsed.features.flags.c_contiguous
+
+
+def test_grpc_contents_with_two_fields_is_refused_by_name(validator):
+    contents = pb.InferTensorContents(fp32_contents=ROWS.ravel().tolist(), int64_contents=[1])
+    with pytest.raises(RequestError, match=r"whose values go in contents.fp32_contents .* got contents.int64_contents"):
+        validator.grpc(_grpc(contents=contents))
