@@ -61,6 +61,7 @@ DEFAULT_MLSERVER_VENV = ".venv-mlserver"
 _RUNTIME_MODULE = "kfkit_bench_runtime"  # the name the runtime file gets in MLServer's model folder
 _BATCH_FLAGS = ("--max-batch-size", "--max_batch_size")
 _READY_TIMEOUT_S = 180.0
+_BATCHING_ONLY = ("-nobatch", "-tf")  # servers that only run in the batching comparison
 
 # Sweep cases, in the order they alternate: kfkit and MLServer interleaved protocol by protocol.
 SWEEP_CASES = (
@@ -99,6 +100,8 @@ class BenchSettings:
     batching: bool = True
     """Compare kfkit with adaptive batching (its default) against max batch size 1."""
     batching_concurrency: int = 64
+    batching_frameworks: list[str] = field(default_factory=lambda: ["pytorch", "tensorflow"])
+    """Models for the batching comparison: the PyTorch MLP, and its TensorFlow SavedModel twin (same weights)."""
     forward: bool = True
     """Time the raw in-process forward pass (and JSON decode+forward+encode) on the server core."""
     server_cpu: int = 0
@@ -117,6 +120,7 @@ PRESETS: dict[str, BenchSettings] = {
     "quick": BenchSettings(
         mode="quick", concurrencies=[4], batches=[1], duration_s=1.0, warmup_s=0.3, repeats=1,
         protocols=["v2-rest", "v2-grpc"], open_loop_duration_s=1.0, batching_concurrency=16,
+        batching_frameworks=["pytorch"],
     ),
     "short": BenchSettings(
         mode="short", concurrencies=[1, 16, 64], duration_s=3.0, repeats=3, open_loop_duration_s=5.0,
@@ -161,6 +165,46 @@ def _publish_model(root: Path) -> _Model:
     # Four decimals: realistic request sizes, and the JSON text is then exactly these float32 values' source.
     rows = np.round(data[:64], 4).astype(np.float32)
     return _Model(uri=version.uri, model_dir=Path(version.path), rows=rows, expected=predict_proba(net, rows))
+
+
+def _publish_tf_twin(root: Path, model: _Model) -> _Model:
+    """The same MLP (same weights) as a TensorFlow SavedModel, published to its own registry.
+
+    kfkit serves SavedModels through TensorFlow's function call, which costs about 300 µs whatever the batch
+    size; the batching comparison runs on both, to show what batching buys when the forward pass dominates.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import numpy as np
+    import tensorflow as tf
+    from torch import nn
+
+    from kfkit.model import SPEC_FILE, load_model
+    from kfkit.registry import publish
+    from kfkit.tf_model import load_tf_scorer
+    from kfkit.training.tf_trainer import build_keras_mlp, export_saved_model
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    net, spec = load_model(model.model_dir)
+    keras_model = build_keras_mlp(
+        spec.input_dim, spec.hidden_dims, 0.0, net.feature_mean.numpy(), net.feature_std.numpy()
+    )
+    linears = [layer for layer in net.net if isinstance(layer, nn.Linear)]
+    dense = [keras_model.get_layer(f"dense_{i}") for i in range(len(spec.hidden_dims))] + [
+        keras_model.get_layer("logit")
+    ]
+    for torch_layer, keras_layer in zip(linears, dense, strict=True):
+        keras_layer.set_weights([torch_layer.weight.detach().numpy().T, torch_layer.bias.detach().numpy()])
+    out = root / "tf-model"
+    export_saved_model(keras_model, spec.input_dim, out)
+    twin = replace(spec, framework="tensorflow")
+    (out / SPEC_FILE).write_text(json.dumps(asdict(twin), indent=2, sort_keys=True) + "\n")
+    expected = np.asarray(load_tf_scorer(out)(model.rows), dtype=np.float32)
+    if not np.allclose(expected, model.expected, rtol=0, atol=1e-5):
+        raise ServingError(
+            f"the TensorFlow twin disagrees with the PyTorch model: {expected[:4]} vs {model.expected[:4]}"
+        )
+    version = publish(out, registry_uri=f"file://{root / 'registry-tf'}", name=MODEL_NAME)
+    return _Model(uri=version.uri, model_dir=Path(version.path), rows=model.rows, expected=expected)
 
 
 def _v2_body(rows: Any) -> bytes:
@@ -705,6 +749,7 @@ def run_bench(settings: BenchSettings, out_dir: Path, *, command: str | None = N
                     model, settings, settings.batches, 3.0 if settings.mode != "quick" else 0.6
                 )
             batch_flag = kfkit_batch_flag() if settings.batching else None
+            models: dict[str, _Model] = {}  # servers that serve another model than ``model``
             for name in servers_wanted:
                 if name == "kfkit":
                     servers[name] = _kfkit_server(name, model, settings, logs)
@@ -719,6 +764,13 @@ def run_bench(settings: BenchSettings, out_dir: Path, *, command: str | None = N
                     )
                 else:
                     servers["kfkit-nobatch"] = _kfkit_server("kfkit-nobatch", model, settings, logs, [batch_flag, "1"])
+                    if "tensorflow" in settings.batching_frameworks:
+                        _progress("exporting the same MLP as a TensorFlow SavedModel for the batching comparison")
+                        models["kfkit-tf"] = models["kfkit-tf-nobatch"] = tf_model = _publish_tf_twin(work, model)
+                        servers["kfkit-tf"] = _kfkit_server("kfkit-tf", tf_model, settings, logs)
+                        servers["kfkit-tf-nobatch"] = _kfkit_server(
+                            "kfkit-tf-nobatch", tf_model, settings, logs, [batch_flag, "1"]
+                        )
             for server in servers.values():  # start all, then wait: they load in parallel
                 server.start()
             for server in servers.values():
@@ -733,10 +785,11 @@ def run_bench(settings: BenchSettings, out_dir: Path, *, command: str | None = N
                 for p in ("v2-rest", "v2-grpc")
                 if "mlserver-default" in servers and p in settings.protocols
             ]
+            batching_only = [name for name in servers if name.startswith("kfkit-") and name.endswith(_BATCHING_ONLY)]
             for name, protocol in cases + [
-                ("kfkit-nobatch", p) for p in ("v2-rest", "v2-grpc") if "kfkit-nobatch" in servers
+                (name, p) for name in batching_only for p in ("v2-rest", "v2-grpc") if p in settings.protocols
             ]:
-                _check_answers(servers[name], protocol, model)
+                _check_answers(servers[name], protocol, models.get(name, model))
                 _load(
                     servers[name],
                     protocol,
@@ -840,8 +893,20 @@ def _open_loop(
 
 
 def _batching(servers: dict[str, _Server], payloads: _Payloads, settings: BenchSettings) -> list[dict]:
-    """Kfkit with adaptive batching (default) against max batch size 1, batch-1 requests, high concurrency."""
-    cases = [(s, p) for p in ("v2-rest", "v2-grpc") for s in ("kfkit", "kfkit-nobatch") if p in settings.protocols]
+    """Kfkit with adaptive batching (default) against max batch size 1, batch-1 requests, high concurrency.
+
+    Per model (the PyTorch MLP, and its TensorFlow twin when that was served), per protocol, on and off
+    alternate within each repeat.
+    """
+    pairs = [("kfkit", "kfkit-nobatch"), ("kfkit-tf", "kfkit-tf-nobatch")]
+    cases = [
+        (s, p)
+        for pair in pairs
+        if all(name in servers for name in pair)
+        for p in ("v2-rest", "v2-grpc")
+        if p in settings.protocols
+        for s in pair
+    ]
     runs = []
     for repeat in range(settings.repeats):
         for name, protocol in cases:
@@ -893,11 +958,12 @@ def _summary(results: dict[str, Any]) -> dict[str, Any]:
     for row in results.get("open_loop", []):
         summary[f"open_loop_p99_ms/{row['server']}/{row['protocol']}"] = round(row["p99_ms"], 2)
     batching = {(r["server"], r["protocol"]): r for r in results.get("batching", [])}
-    for protocol in ("v2-rest", "v2-grpc"):
-        on, off = batching.get(("kfkit", protocol)), batching.get(("kfkit-nobatch", protocol))
-        if on and off:
-            summary[f"batching_speedup/{protocol}"] = _ratio(on["req_per_s"], off["req_per_s"])
-            summary[f"batching_p99_ms/{protocol}"] = round(on["p99_ms"], 2)
+    for server, model in (("kfkit", ""), ("kfkit-tf", "tensorflow/")):
+        for protocol in ("v2-rest", "v2-grpc"):
+            on, off = batching.get((server, protocol)), batching.get((f"{server}-nobatch", protocol))
+            if on and off:
+                summary[f"batching_speedup/{model}{protocol}"] = _ratio(on["req_per_s"], off["req_per_s"])
+                summary[f"batching_p99_ms/{model}{protocol}"] = round(on["p99_ms"], 2)
     forward = results.get("forward_us", {})
     if "forward_b1" in forward:
         summary["forward_us_b1"] = round(forward["forward_b1"], 1)
@@ -964,7 +1030,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines += [f"## Open loop at {fraction:.0%} of each server's batch-1 peak", "", *table(results["open_loop"]), ""]
     if results.get("batching"):
         lines += [
-            "## Adaptive batching on (kfkit) vs off (kfkit-nobatch, max batch size 1)",
+            "## Adaptive batching on (kfkit) vs off (kfkit-nobatch, max batch size 1); "
+            "kfkit-tf: the same MLP as a TensorFlow SavedModel",
             "",
             *table(results["batching"]),
             "",
@@ -1030,6 +1097,11 @@ def build_parser(prog: str = "kfkit bench serve") -> argparse.ArgumentParser:
     parser.add_argument("--protocols", type=_names, help="v2-rest,v2-grpc,v1-rest")
     parser.add_argument("--no-open-loop", action="store_true", help="skip the latency run at 70%% of peak")
     parser.add_argument("--no-batching", action="store_true", help="skip adaptive batching on vs off")
+    parser.add_argument(
+        "--batching-frameworks",
+        type=_names,
+        help="models for batching on vs off: pytorch,tensorflow (the same MLP as a SavedModel)",
+    )
     parser.add_argument("--no-forward", action="store_true", help="skip the in-process forward-pass timing")
     parser.add_argument("--no-wrk", action="store_true", help="use the asyncio REST client even if wrk is installed")
     parser.add_argument("--server-cpu", type=int, help="core for the servers (default 0)")
@@ -1059,6 +1131,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "kfkit bench serve") 
         "concurrencies": args.concurrency, "batches": args.batches, "duration_s": args.duration,
         "repeats": args.repeats, "servers": args.servers, "protocols": args.protocols,
         "server_cpu": args.server_cpu, "client_cpu": args.client_cpu, "mlserver_venv": args.mlserver_venv,
+        "batching_frameworks": args.batching_frameworks,
     }  # fmt: skip
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     settings = replace(

@@ -15,7 +15,8 @@ _ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
 REQUESTS = Counter(
     "kfkit_requests_total",
-    "Inference requests answered, by protocol (v1, v2, grpc) and status (HTTP status or gRPC code).",
+    "Inference requests answered, by protocol (v1, v2, grpc; http: rejected before routing as malformed HTTP) "
+    "and status (HTTP status or gRPC code).",
     ["model", "protocol", "status"],
 )
 LATENCY = Histogram(
@@ -70,6 +71,10 @@ class ServerMetrics:
         if latency is None:
             latency = self._latency[protocol] = LATENCY.labels(self.model, protocol)
         latency.observe(seconds)
+
+    def rejected(self, status: int) -> None:
+        """Count one answer to bytes that were not valid HTTP (no latency: no request reached a handler)."""
+        REQUESTS.labels(self.model, "http", str(status)).inc()
 
     def batch(self, rows: int, requests: int, seconds: float) -> None:
         """Observe one forward pass (the batcher's ``on_batch`` hook)."""

@@ -313,12 +313,19 @@ class _ModelServer(kserve.ModelServer):
 
     def setup_event_loop(self) -> None:
         from kfkit.serving.grpc_service import KfkitGRPCServer, KfkitInferenceServicer
+        from kfkit.serving.http_protocol import protocol_class
         from kfkit.serving.rest import RestFront, install_error_handlers
 
         front = self._front
         rest = self._rest_server
         install_error_handlers(model_server.app)
         rest.config.host = self._host
+        # Bytes that are not HTTP get kfkit's JSON 4xx (and a count) instead of uvicorn's plain-text 400.
+        # uvicorn reads `http` when the server loads its config, after this hook; set what it reads if it
+        # already has.
+        rest.config.http = protocol_class(on_rejected=front.metrics.rejected)
+        if rest.config.loaded:
+            rest.config.http_protocol_class = rest.config.http
         # X-Forwarded-For only matters to access-log lines; without them, skip the per-request rewrite.
         rest.config.proxy_headers = front.access_log
         rest.config.app = RestFront(

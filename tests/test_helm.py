@@ -117,6 +117,14 @@ def test_scenario_settings_reach_the_inference_service(tools):
         (["--set", "inferenceService.minReplica=0"], "additional properties 'minReplica' not allowed"),
         (["--set", "inferenceService.minReplicas=one"], "/inferenceService/minReplicas"),
         (["--set", "servingRuntime.httpPort=true"], "/servingRuntime/httpPort"),
+        (["--set", "servingRuntime.batching.maxBatchSize=0"], "/servingRuntime/batching/maxBatchSize"),
+        (
+            ["--set-json", "servingRuntime.batching.maxBatchLatencyMs=-0.5"],
+            "/servingRuntime/batching/maxBatchLatencyMs",
+        ),
+        (["--set", "servingRuntime.batching.maxBatchLatencyMs=0.5"], "got string, want number"),  # --set-json takes it
+        (["--set", "servingRuntime.batching.maxBatchSise=4"], "additional properties 'maxBatchSise' not allowed"),
+        (["--set", "servingRuntime.maxBodyBytes=3000000000"], "/servingRuntime/maxBodyBytes"),  # gRPC's int32
         (["--set", "inferenceService.storageUri=file:///tmp/m/1"], "/inferenceService/storageUri"),
         (["--set", "inferenceService.autoscaling.metric=cpu", "--set", "inferenceService.minReplicas=0"], "minimum"),
         (["--set", "imagee.tag=1"], "additional properties 'imagee' not allowed"),
@@ -154,6 +162,17 @@ def test_chart_runtime_matches_the_builder(tools):
     for key in ("name", "component", "part-of", "version"):
         label = f"app.kubernetes.io/{key}"
         assert chart["metadata"]["labels"][label] == built["metadata"]["labels"][label], label
+
+
+def test_chart_serving_settings_match_the_builder(tools):
+    """Non-default batching and body limit, set through the chart and through the config, give one runtime."""
+    serving = ["serving.max_batch_size=64", "serving.max_batch_latency_ms=0.5", "serving.max_body_bytes=16777216"]
+    cfg = compose(["deploy=kserve", *serving])
+    sets = ["--set", "servingRuntime.batching.maxBatchSize=64", "--set", "servingRuntime.maxBodyBytes=16777216"]
+    chart = only(render(tools, *sets, "--set-json", "servingRuntime.batching.maxBatchLatencyMs=0.5"), "ServingRuntime")
+    assert chart["spec"] == build_serving_runtime(cfg)["spec"]
+    args = chart["spec"]["containers"][0]["args"]
+    assert args[-3:] == ["--max-batch-size=64", "--max-batch-latency-ms=0.5", "--max-body-bytes=16777216"]
 
 
 @pytest.mark.parametrize(

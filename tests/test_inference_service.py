@@ -183,6 +183,27 @@ def test_serving_runtime_spec(cfg):
     assert spec["volumes"] == [{"name": "tmp", "emptyDir": {}}]
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [[], ["serving.max_batch_size=1", "serving.max_batch_latency_ms=0.5", "serving.max_body_bytes=1048576"]],
+)
+def test_runtime_args_carry_the_serving_settings(overrides):
+    """serving.max_batch_size, max_batch_latency_ms and max_body_bytes reach the server in the cluster too."""
+    from kfkit.serving.server import build_parser
+
+    cfg = compose(["deploy=kserve", *overrides])
+    args = build_serving_runtime(cfg)["spec"]["containers"][0]["args"]
+    parsed = build_parser().parse_args(args)
+    s = cfg.serving
+    assert (parsed.max_batch_size, parsed.max_batch_latency_ms, parsed.max_body_bytes) == (
+        s.max_batch_size,
+        s.max_batch_latency_ms,
+        s.max_body_bytes,
+    )
+    if overrides:
+        assert args[-3:] == ["--max-batch-size=1", "--max-batch-latency-ms=0.5", "--max-body-bytes=1048576"]
+
+
 @pytest.mark.parametrize("protocol", ["v2", "grpc-v2"])
 def test_runtime_args_are_accepted_by_the_kfkit_server(cfg, protocol):
     """What KServe hands the container (runtime args + InferenceService args) parses with the real server parser."""

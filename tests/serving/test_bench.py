@@ -86,3 +86,22 @@ def test_quick_bench_runs_every_target_and_reports_it(tmp_path, capsys):
     for row in saved.get("batching", []):  # present once the server has a max-batch-size flag
         assert row["errors"] == 0 and row["req_per_s"] > 0, row
     assert "| kfkit | v2-rest | 1 | 4 |" in render_markdown(results)
+
+
+@pytest.mark.slow
+def test_tensorflow_twin_is_the_same_model_and_loads_as_tensorflow(tmp_path):
+    """The batching comparison's SavedModel twin: same weights, same probabilities, served as tensorflow."""
+    import numpy as np
+
+    from kfkit.model import load_scorer, load_spec
+    from kfkit.registry import resolve
+    from kfkit.serving.bench import _publish_model, _publish_tf_twin
+
+    model = _publish_model(tmp_path)
+    twin = _publish_tf_twin(tmp_path, model)
+    folder = resolve(twin.uri)  # digests verified, as the server loads it
+    assert load_spec(folder).framework == "tensorflow"
+    score, _ = load_scorer(folder)
+    served = np.asarray(score(model.rows), dtype=np.float32)
+    np.testing.assert_allclose(served, model.expected, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(twin.expected, served)
