@@ -225,8 +225,13 @@ class ServingConfig:
     """Open Inference Protocol V2 gRPC port."""
     startup_timeout_s: float = 120.0
     """How long deploy waits for /v2/health/ready."""
-    max_batch_size: int = 32
-    """Adaptive batching: most rows one forward pass takes from concurrent requests (1 = no batching)."""
+    max_batch_size: int = 256
+    """Adaptive batching: most rows one forward pass takes from concurrent requests (1 = no batching).
+
+    Rows, not requests. Handing a pass to the worker thread costs about 50 µs on one core, more than the
+    pass itself for kfkit's MLP (20 µs at 1 row, 44 µs at 256), so a cap well above typical request sizes
+    lets multi-row requests share hand-offs too: 64-row requests at concurrency 16 went from 166k to 268k
+    rows/s when the cap went from 32 to 256 (batch-1 throughput and latency unchanged)."""
     max_batch_latency_ms: float = 2.0
     """Adaptive batching: longest a request waits for others to join its batch."""
     max_body_bytes: int = 8_388_608
