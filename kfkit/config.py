@@ -228,7 +228,7 @@ class ServingConfig:
     max_batch_size: int = 256
     """Adaptive batching: most rows one forward pass takes from concurrent requests (1 = no batching).
 
-    Rows, not requests. Handing a pass to the worker thread costs about 50 µs on one core, more than the
+    Rows, not requests. Handing a pass to the worker thread costs 50-70 µs on one core, more than the
     pass itself for kfkit's MLP (20 µs at 1 row, 44 µs at 256), so a cap well above typical request sizes
     lets multi-row requests share hand-offs too: 64-row requests at concurrency 16 went from 166k to 268k
     rows/s when the cap went from 32 to 256 (batch-1 throughput and latency unchanged)."""
