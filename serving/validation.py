@@ -224,8 +224,11 @@ def parse_v2_json(body: bytes) -> Any:
     if not isinstance(document, simdjson.Object):
         return _plain(document)
     # keys() and [] keep values lazy; items() would build Python objects for every number first
+    keys = list(document.keys())
+    if len(set(keys)) != len(keys):  # a repeated name: orjson keeps the last value, simdjson's [] finds the first
+        return parse_json(body)
     decoded = {}
-    for key in document.keys():
+    for key in keys:
         value = document[key]
         if key == "inputs" and isinstance(value, simdjson.Array):
             decoded[key] = [_v2_input(value[i]) for i in range(len(value))]
@@ -236,10 +239,11 @@ def parse_v2_json(body: bytes) -> Any:
 
 def _v2_input(tensor: Any) -> Any:
     """One decoded V2 input tensor, its ``data`` as a float64 array when it is a flat list of numbers."""
-    if not isinstance(tensor, simdjson.Object):
-        return _plain(tensor)
+    keys = list(tensor.keys()) if isinstance(tensor, simdjson.Object) else []
+    if len(set(keys)) != len(keys) or not isinstance(tensor, simdjson.Object):
+        return _plain(tensor)  # as_dict() keeps the last of repeated names, as orjson does
     decoded = {}
-    for key in tensor.keys():
+    for key in keys:
         value = tensor[key]
         decoded[key] = _numbers(value) if key == "data" else _plain(value)
     return decoded

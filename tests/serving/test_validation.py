@@ -268,6 +268,9 @@ FAST_PATH_BODIES = {
     "inputs not a list": _text({"inputs": {"data": FLAT}}),
     "top-level array": _text([FLAT]),
     "trailing comma": _text(_big_v2(FLAT))[:-2] + b",}",
+    "repeated top-level name": _text(_big_v2(FLAT))[:-1] + b', "id": 7}',
+    "repeated tensor name": _text(_big_v2(FLAT)).replace(b'"data": [', b'"data": "x", "data": [', 1),
+    "repeated tensor name, last bad": _text(_big_v2(FLAT)).replace(b']}], "id"', b'], "data": "x"}], "id"', 1),
 }
 
 
