@@ -768,7 +768,7 @@ def run_bench(settings: BenchSettings, out_dir: Path, *, command: str | None = N
             for name in servers_wanted:
                 if name == "kfkit":
                     servers[name] = _kfkit_server(name, model, settings, logs)
-                elif name in ("mlserver", "mlserver-default", "mlserver-batching"):
+                elif name in MLSERVER_VARIANTS:
                     servers[name] = _mlserver(
                         name,
                         model,
@@ -779,9 +779,8 @@ def run_bench(settings: BenchSettings, out_dir: Path, *, command: str | None = N
                         batching=name.endswith("batching"),
                     )
                 else:
-                    raise ServingError(
-                        f"unknown server {name!r}; choose from kfkit, mlserver, mlserver-default, mlserver-batching"
-                    )
+                    known = ", ".join(("kfkit", *MLSERVER_VARIANTS))
+                    raise ServingError(f"unknown server {name!r}; choose from {known}")
             if settings.batching and "kfkit" in servers:
                 if batch_flag is None:
                     notes.append(
@@ -1087,9 +1086,11 @@ def render_markdown(results: dict[str, Any]) -> str:
 _CLI_DOC = """Serving benchmark: kfkit's KServe server vs Seldon MLServer 1.7.1 vs the raw forward pass, side by side.
 
 Publishes one 30→64→1 MLP, serves it with kfkit (V2 REST, V2 gRPC, V1 REST) and with MLServer (V2 REST and
-gRPC; its own environment, .venv-mlserver), pins the servers to one core and the load generator to another,
-sweeps concurrency for batch-1 and batch-64 requests with the servers alternated, and writes results.json
-and results.md (medians of the repeats, the command and the machine) into --out.
+gRPC; its own environment, .venv-mlserver; tuned and with its adaptive batching, ratios against its best),
+pins the servers to one core and the load generator to another, sweeps concurrency for batch-1 and batch-64
+requests with the servers alternated, measures latency at 70% of each peak (open loop) and batching on vs
+off (the MLP, and the same MLP as a TensorFlow SavedModel), and writes results.json and results.md (medians
+of the repeats, the command and the machine) into --out.
 """
 
 
@@ -1136,7 +1137,7 @@ def build_parser(prog: str = "kfkit bench serve") -> argparse.ArgumentParser:
     parser.add_argument(
         "--batching-frameworks",
         type=_names,
-        help="models for batching on vs off: pytorch,tensorflow (the same MLP as a SavedModel)",
+        help="batching on vs off for the PyTorch MLP (always) and, with tensorflow (default), its SavedModel twin",
     )
     parser.add_argument("--no-forward", action="store_true", help="skip the in-process forward-pass timing")
     parser.add_argument("--no-wrk", action="store_true", help="use the asyncio REST client even if wrk is installed")
