@@ -253,7 +253,12 @@ def _print_summary(summary: dict) -> None:
 
 
 def _wait_for_interrupt(pid: int) -> None:
-    """Block until Ctrl-C or SIGTERM, or until the server process exits on its own."""
+    """Block until Ctrl-C (SIGINT) or SIGTERM, or until the server process exits on its own.
+
+    Both signals get a handler here: a process started in the background by a non-interactive shell
+    inherits SIGINT as ignored, and Python then never raises KeyboardInterrupt, so Ctrl-C (or
+    ``kill -INT``) would be lost and the server left running.
+    """
     import os
 
     stop = False
@@ -262,7 +267,7 @@ def _wait_for_interrupt(pid: int) -> None:
         nonlocal stop
         stop = True
 
-    previous = signal.signal(signal.SIGTERM, _handler)
+    previous = {sig: signal.signal(sig, _handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         while not stop:
             try:
@@ -271,10 +276,10 @@ def _wait_for_interrupt(pid: int) -> None:
                 print("kfkit run: the model server exited; see its log", file=sys.stderr)
                 return
             time.sleep(0.5)
-    except KeyboardInterrupt:
         print()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _stop_servers_started_since(work_dir: Path, since: float) -> None:

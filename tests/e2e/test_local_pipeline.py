@@ -57,7 +57,15 @@ def test_served_endpoint_answers_clients_until_ctrl_c(tmp_path, free_port):
     args = _run_args(tmp_path, http_port, grpc_port, "dataset=synthetic_fraud", "dataset.n_rows=4000",
                      "training.epochs=3")  # fmt: skip
     log = open(tmp_path / "run.log", "w")
-    process = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    # Started with SIGINT ignored, as a non-interactive shell starts a background job: Ctrl-C (SIGINT) must
+    # still stop the run and its server.
+    process = subprocess.Popen(
+        args,
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
     try:
         deadline = time.monotonic() + 600
         while not (tmp_path / "summary.json").is_file():
