@@ -27,7 +27,7 @@ from kfkit.serving.validation import (
     check_body_size,
     parse_cloudevent,
     parse_content_length,
-    parse_json,
+    parse_v1_json,
     parse_v2_json,
 )
 
@@ -141,7 +141,7 @@ class RestFront:
             payload = event.data
         parsed = None
         if protocol == "v1":
-            features = self._validator.v1(parse_json(payload) if isinstance(payload, bytes) else payload)
+            features = self._validator.v1(parse_v1_json(payload) if isinstance(payload, bytes) else payload)
             probabilities, labels = await self._predictor.score(features)
             answer, json_length = self._encoder.v1(probabilities, labels), None
         else:

@@ -67,6 +67,12 @@ def _v1_cases(rng: random.Random) -> list[RestCase]:
     cases = [
         RestCase(f"v1 instances={json.dumps(i, allow_nan=True)[:40]}", "v1", _json({"instances": i})) for i in instances
     ]
+    # the same, 40 times over: bodies over 1 KB, which the server decodes with simdjson, not orjson
+    cases += [
+        RestCase(f"v1 40x instances={json.dumps(i, allow_nan=True)[:40]}", "v1", _json({"instances": i * 40}))
+        for i in instances
+        if isinstance(i, list) and i
+    ]
     for body in [b"", b"{", b"[]", b"null", b'"text"', b"42", b'{"instances": [[1,2,}', b"\xff\xfe\x00", b"{}" * 3]:
         cases.append(RestCase(f"v1 raw {body[:20]!r}", "v1", body))
     cases.append(RestCase("v1 other keys", "v1", _json({"inputs": [row]})))

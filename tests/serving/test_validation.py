@@ -319,3 +319,54 @@ def test_grpc_contents_with_two_fields_is_refused_by_name(validator):
     contents = pb.InferTensorContents(fp32_contents=ROWS.ravel().tolist(), int64_contents=[1])
     with pytest.raises(RequestError, match=r"whose values go in contents.fp32_contents .* got contents.int64_contents"):
         validator.grpc(_grpc(contents=contents))
+
+
+ROWS64 = BIG.tolist()
+NAMED = [dict(zip(NAMES, row, strict=True)) for row in ROWS64]
+V1_FAST_PATH_BODIES = {
+    "rows": _text({"instances": ROWS64}),
+    "ints and floats": _text({"instances": [[int(v) if j % 4 == 0 else v for j, v in enumerate(r)] for r in ROWS64]}),
+    "named rows": _text({"instances": NAMED}),
+    "named then list": _text({"instances": [NAMED[0], *ROWS64[1:]]}),
+    "list then named": _text({"instances": [ROWS64[0], *NAMED[1:]]}),
+    "ragged rows, same count": _text({"instances": [ROWS64[0][:-1], ROWS64[1] + [1.0], *ROWS64[2:]]}),
+    "a nested row": _text({"instances": [[ROWS64[0][:15], *ROWS64[0][15:]], *ROWS64[1:]]}),
+    "flat numbers": _text({"instances": FLAT}),
+    "a number among rows": _text({"instances": [1.0, *ROWS64[1:]]}),
+    "string among numbers": _text({"instances": [[*ROWS64[0][:-1], "1"], *ROWS64[1:]]}),
+    "null among numbers": _text({"instances": [[None, *ROWS64[0][1:]], *ROWS64[1:]]}),
+    "boolean among numbers": _text({"instances": [[False, *ROWS64[0][1:]], *ROWS64[1:]]}),
+    "beyond float32": _text({"instances": [[1e39, *ROWS64[0][1:]], *ROWS64[1:]]}),
+    "too narrow": _text({"instances": [r[:-1] for r in ROWS64]}),
+    "empty rows": _text({"instances": [[] for _ in range(400)]}),
+    "repeated name": _text({"instances": ROWS64})[:-1] + b', "instances": [[1.0]]}',
+    "other keys": _text({"inputs": ROWS64}),
+    "instances not a list": _text({"instances": {"rows": ROWS64}}),
+}
+
+
+@pytest.mark.parametrize("body", V1_FAST_PATH_BODIES.values(), ids=V1_FAST_PATH_BODIES.keys())
+def test_v1_fast_json_decoding_agrees_with_orjson(validator, body):
+    """simdjson (bodies >= 1 KB) gives the same features, or the same error, as orjson + the list path."""
+    from kfkit.serving.validation import parse_v1_json
+
+    assert len(body) > 1024
+
+    def outcome(decode):
+        try:
+            return "ok", validator.v1(decode(body)).tobytes()
+        except RequestError as e:
+            return "error", str(e)
+
+    expected = outcome(parse_json)
+    assert outcome(parse_v1_json) == expected
+    if body in (V1_FAST_PATH_BODIES["rows"], V1_FAST_PATH_BODIES["named rows"]):
+        assert expected[0] == "ok" and np.array_equal(np.frombuffer(expected[1], np.float32).reshape(64, N), BIG)
+
+
+def test_v1_fast_json_decoding_reads_rows_without_python_floats():
+    from kfkit.serving.validation import parse_v1_json
+
+    rows = parse_v1_json(V1_FAST_PATH_BODIES["rows"])["instances"]
+    assert isinstance(rows, np.ndarray) and rows.shape == (64, N)  # the fast path was taken
+    assert isinstance(parse_v1_json(V1_FAST_PATH_BODIES["ragged rows, same count"])["instances"], list)
