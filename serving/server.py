@@ -321,11 +321,8 @@ class _ModelServer(kserve.ModelServer):
         install_error_handlers(model_server.app)
         rest.config.host = self._host
         # Bytes that are not HTTP get kfkit's JSON 4xx (and a count) instead of uvicorn's plain-text 400.
-        # uvicorn reads `http` when the server loads its config, after this hook; set what it reads if it
-        # already has.
+        # uvicorn reads `http` when the server loads its config, which happens after this hook.
         rest.config.http = protocol_class(on_rejected=front.metrics.rejected)
-        if rest.config.loaded:
-            rest.config.http_protocol_class = rest.config.http
         # X-Forwarded-For only matters to access-log lines; without them, skip the per-request rewrite.
         rest.config.proxy_headers = front.access_log
         rest.config.app = RestFront(

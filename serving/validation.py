@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -215,17 +215,7 @@ def parse_v2_json(body: bytes) -> Any:
     Raises:
         RequestError: the bytes are not JSON.
     """
-    document = _simdjson_object(body)
-    if document is None:
-        return parse_json(body)
-    decoded = {}
-    for key in document.keys():  # keys() and [] keep values lazy; items() would build every number first
-        value = document[key]
-        if key == "inputs" and isinstance(value, simdjson.Array):
-            decoded[key] = [_v2_input(value[i]) for i in range(len(value))]
-        else:
-            decoded[key] = _plain(value)
-    return decoded
+    return _parse_fast(body, "inputs", _v2_inputs)
 
 
 def parse_v1_json(body: bytes) -> Any:
@@ -237,34 +227,36 @@ def parse_v1_json(body: bytes) -> Any:
     Raises:
         RequestError: the bytes are not JSON.
     """
-    document = _simdjson_object(body)
-    if document is None:
-        return parse_json(body)
-    decoded = {}
-    for key in document.keys():
-        value = document[key]
-        decoded[key] = _rows(value) if key == "instances" else _plain(value)
-    return decoded
+    return _parse_fast(body, "instances", _rows)
 
 
-def _simdjson_object(body: bytes) -> Any:
-    """The body parsed by simdjson when it is a JSON object over 1 KB with no repeated name; else None.
+def _parse_fast(body: bytes, field: str, decode_field: Callable[[Any], Any]) -> Any:
+    """``body`` decoded by simdjson, the top-level ``field`` by ``decode_field``; orjson when that cannot be.
 
-    None sends the caller to orjson: for small bodies (faster there), text that is not JSON (orjson's
-    message says where it breaks), other top-level values, and repeated names (orjson keeps the last value,
-    simdjson's lookup finds the first).
+    orjson decodes small bodies (faster there), text that is not JSON (its message says where it breaks),
+    other top-level values than an object, and objects with a repeated name.
     """
     if len(body) < _SIMDJSON_MIN_BYTES:
-        return None
+        return parse_json(body)
     try:
         # One parser per call: a simdjson parser cannot parse again while proxies of its last document live.
         document = simdjson.Parser().parse(body)
     except (ValueError, RuntimeError):
-        return None
-    if not isinstance(document, simdjson.Object):
-        return None
+        return parse_json(body)
+    decoded = _object(document, field, decode_field) if isinstance(document, simdjson.Object) else None
+    return parse_json(body) if decoded is None else decoded
+
+
+def _object(document: Any, field: str, decode_field: Callable[[Any], Any]) -> dict | None:
+    """A simdjson object as a dict, ``field`` decoded by ``decode_field``; None when a name repeats.
+
+    keys() and [] keep values lazy (items() would build every number first); but [] finds the first of
+    repeated names where orjson keeps the last, so such objects are left to a decoder that agrees.
+    """
     keys = list(document.keys())
-    return document if len(set(keys)) == len(keys) else None
+    if len(set(keys)) != len(keys):
+        return None
+    return {key: decode_field(document[key]) if key == field else _plain(document[key]) for key in keys}
 
 
 def _rows(instances: Any) -> Any:
@@ -285,16 +277,17 @@ def _rows(instances: Any) -> Any:
     return values.reshape(len(rows), -1)
 
 
+def _v2_inputs(inputs: Any) -> Any:
+    """V2 ``inputs``: each tensor's flat numeric ``data`` as a float64 array; anything else as orjson would."""
+    if not isinstance(inputs, simdjson.Array):
+        return _plain(inputs)
+    return [_v2_input(inputs[i]) for i in range(len(inputs))]
+
+
 def _v2_input(tensor: Any) -> Any:
-    """One decoded V2 input tensor, its ``data`` as a float64 array when it is a flat list of numbers."""
-    keys = list(tensor.keys()) if isinstance(tensor, simdjson.Object) else []
-    if len(set(keys)) != len(keys) or not isinstance(tensor, simdjson.Object):
-        return _plain(tensor)  # as_dict() keeps the last of repeated names, as orjson does
-    decoded = {}
-    for key in keys:
-        value = tensor[key]
-        decoded[key] = _numbers(value) if key == "data" else _plain(value)
-    return decoded
+    if isinstance(tensor, simdjson.Object) and (decoded := _object(tensor, "data", _numbers)) is not None:
+        return decoded
+    return _plain(tensor)  # not an object, or a repeated name: as_dict() keeps the last, as orjson does
 
 
 def _numbers(data: Any) -> Any:
