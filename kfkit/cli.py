@@ -183,10 +183,10 @@ def _compose(overrides: list[str]):
 def _preflight(cfg) -> None:
     """Fail in a second, not after training, on problems that are visible up front."""
     from kfkit.data.sources import dataset_file
+    from kfkit.deploy.local import ensure_port_free
     from kfkit.errors import ConfigError
     from kfkit.gate import check_gate_config
     from kfkit.registry import open_registry
-    from kfkit.serving.local import ensure_port_free
 
     check_gate_config(cfg.gate)
     registry = open_registry(cfg.registry.uri, endpoint=cfg.registry.endpoint, region=cfg.registry.region)
@@ -205,8 +205,8 @@ def _preflight(cfg) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from kfkit.deploy.local import LocalEndpoint, stop_server
     from kfkit.pipelines.local import run_local
-    from kfkit.serving.local import LocalEndpoint, stop_server
 
     cfg = _compose(args.overrides)
     _preflight(cfg)
@@ -284,7 +284,7 @@ def _wait_for_interrupt(pid: int) -> None:
 
 def _stop_servers_started_since(work_dir: Path, since: float) -> None:
     """A run that failed after deploy must not leave its server holding the ports."""
-    from kfkit.serving.local import LocalEndpoint, stop_server
+    from kfkit.deploy.local import LocalEndpoint, stop_server
 
     for path in (work_dir / "pipeline_root").glob("*/deploy/endpoint"):
         if path.is_file() and path.stat().st_mtime >= since:
@@ -301,16 +301,13 @@ def _registry(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from kfkit.serving.local import server_options
+    from kfkit.config import server_flags
     from kfkit.serving.server import main as serve_main
 
     serving = _compose(args.overrides).serving  # batching, body limit and payload logging from the config
     argv = ["--model-uri", args.model_uri, "--host", args.host]
     argv += ["--http_port", str(args.http_port), "--grpc_port", str(args.grpc_port)]
-    argv += ["--tfserving-grpc-port", str(args.tfserving_grpc_port)]
-    for option, value in server_options(serving).items():
-        if value is not None:  # payload_log_url=None: no payload logging
-            argv += [f"--{option.replace('_', '-')}", str(value)]
+    argv += ["--tfserving-grpc-port", str(args.tfserving_grpc_port), *server_flags(serving)]
     if args.model_name:
         argv += ["--model-name", args.model_name]
     return serve_main(argv)
@@ -327,7 +324,7 @@ def _compile(args: argparse.Namespace) -> int:
 
 
 def _manifest(args: argparse.Namespace) -> int:
-    from kfkit.inference_service import build_inference_service, build_serving_runtime, to_yaml
+    from kfkit.deploy.inference_service import build_inference_service, build_serving_runtime, to_yaml
 
     cfg = _compose(["deploy=kserve", *args.overrides])
     if args.training_job:

@@ -35,6 +35,9 @@ __all__ = [
     "compose",
     "from_dict",
     "to_dict",
+    "SERVER_OPTIONS",
+    "server_flags",
+    "check_serving",
 ]
 
 # The folder of the kfkit.configs package: configs/ in a checkout, site-packages/kfkit/configs in an image.
@@ -419,9 +422,6 @@ def validate(cfg: KfkitConfig) -> None:
         ("dataset.n_rows", cfg.dataset.n_rows),
         ("training.cluster.num_nodes", cfg.training.cluster.num_nodes),
         ("evaluation.calibration_bins", cfg.evaluation.calibration_bins),
-        ("serving.max_batch_size", cfg.serving.max_batch_size),
-        ("serving.max_body_bytes", cfg.serving.max_body_bytes),
-        ("serving.payload_log_queue_size", cfg.serving.payload_log_queue_size),
     ):
         if value < 1:
             raise ConfigError(f"{key}={value} must be at least 1")
@@ -435,7 +435,6 @@ def validate(cfg: KfkitConfig) -> None:
         ("training.early_stopping_patience", cfg.training.early_stopping_patience),
         ("training.checkpoint_every_steps", cfg.training.checkpoint_every_steps),
         ("training.cluster.gpus_per_node", cfg.training.cluster.gpus_per_node),
-        ("serving.max_batch_latency_ms", cfg.serving.max_batch_latency_ms),
         ("gate.max_regression", cfg.gate.max_regression),
     ):
         if value < 0:
@@ -447,14 +446,74 @@ def validate(cfg: KfkitConfig) -> None:
             f"model.name={cfg.model.name!r} is not a valid Kubernetes name: use lower-case letters, "
             "digits and '-', at most 63 characters (e.g. model.name=fraud-mlp)"
         )
-    for key, port in (("serving.http_port", cfg.serving.http_port), ("serving.grpc_port", cfg.serving.grpc_port)):
-        if not 0 < port < 65536:
-            raise ConfigError(f"{key}={port} is not a TCP port (1-65535)")
+    check_serving(cfg.serving)
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
+
+
+SERVER_OPTIONS = (
+    "max_batch_size",
+    "max_batch_latency_ms",
+    "max_body_bytes",
+    "payload_log_url",
+    "payload_log_queue_size",
+)
+"""``serving.*`` fields the model server takes as flags (``--max-batch-size`` ...); see :func:`server_flags`."""
+
+
+def check_serving(serving: ServingConfig, *, key: Any = "serving.{}".format) -> None:
+    """The bounds of the serving options: the one check for the config and the server's own flags.
+
+    Args:
+        serving: The options to check.
+        key: Turns a field name into the name the user wrote, for the message (``serving.max_batch_size``
+            from a config, ``--max-batch-size`` from the server's command line).
+
+    Raises:
+        ConfigError: naming the key, the value and the bound.
+    """
+    for name in ("max_batch_size", "max_body_bytes", "payload_log_queue_size"):
+        if getattr(serving, name) < 1:
+            raise ConfigError(f"{key(name)}={getattr(serving, name)} must be at least 1")
+    if serving.max_batch_latency_ms < 0:
+        raise ConfigError(f"{key('max_batch_latency_ms')}={serving.max_batch_latency_ms} must not be negative")
+    url = serving.payload_log_url
+    if url and not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{key('payload_log_url')}={url!r} must be an http:// or https:// URL")
+    for name in ("http_port", "grpc_port"):
+        if not 0 < getattr(serving, name) < 65536:
+            raise ConfigError(f"{key(name)}={getattr(serving, name)} is not a TCP port (1-65535)")
+
+
+def server_flags(serving: ServingConfig, *, payload_logging: bool = True) -> list[str]:
+    """The model server's flags for ``serving``: the one place a ServingConfig becomes a command line.
+
+    The local deploy, ``kfkit serve``, the ServingRuntime and the benchmark all start the server with
+    these. Numbers are written as Helm prints them (``2`` not ``2.0``), so the chart renders the same args.
+
+    Args:
+        serving: Batching, body limit and payload logging options (checked with :func:`check_serving`).
+        payload_logging: Include the payload-logging flags; a ServingRuntime leaves them out, since on a
+            cluster KServe's own logger sends the payloads.
+
+    Raises:
+        ConfigError: an option is out of bounds.
+    """
+    check_serving(serving)
+    latency = float(serving.max_batch_latency_ms)
+    flags = [
+        f"--max-batch-size={serving.max_batch_size}",
+        f"--max-batch-latency-ms={int(latency) if latency.is_integer() else latency!r}",
+        f"--max-body-bytes={serving.max_body_bytes}",
+    ]
+    if payload_logging:
+        flags.append(f"--payload-log-queue-size={serving.payload_log_queue_size}")
+        if serving.payload_log_url:  # None: no payload logging
+            flags.append(f"--payload-log-url={serving.payload_log_url}")
+    return flags
 
 
 def _one_line(error: Exception) -> str:

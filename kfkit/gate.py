@@ -107,7 +107,7 @@ def _fmt(value: float | None) -> str:
 
 
 def _lower_is_better() -> tuple[str, ...]:
-    from kfkit.evaluation import LOWER_IS_BETTER
+    from kfkit.evaluation.metrics import LOWER_IS_BETTER
 
     return LOWER_IS_BETTER
 
@@ -118,7 +118,7 @@ def check_gate_config(cfg: GateConfig) -> None:
     Raises:
         ConfigError: naming the key, the bad name and the valid ones.
     """
-    from kfkit.evaluation import HIGHER_IS_BETTER, LOWER_IS_BETTER
+    from kfkit.evaluation.metrics import HIGHER_IS_BETTER, LOWER_IS_BETTER
 
     known = (*HIGHER_IS_BETTER, *LOWER_IS_BETTER)
     for key, names in (("gate.min_metrics", list(cfg.min_metrics)), ("gate.compare_metrics", cfg.compare_metrics)):
@@ -140,7 +140,7 @@ def decide(
     Returns:
         The decision; ``passed`` is True only if every check passed (or the gate is disabled).
     """
-    from kfkit.evaluation import LOWER_IS_BETTER
+    from kfkit.evaluation.metrics import LOWER_IS_BETTER
 
     check_gate_config(cfg)
     if not cfg.enabled:
@@ -202,7 +202,7 @@ def run_gate(
     """
     from kfkit.data.prep import load_prepared
     from kfkit.errors import DatasetError
-    from kfkit.evaluation import METRICS_FILE
+    from kfkit.evaluation.metrics import METRICS_FILE
     from kfkit.registry import sha256_file
 
     evaluation = json.loads((Path(evaluation_dir) / METRICS_FILE).read_text())
@@ -232,7 +232,7 @@ def _measure_champion(
 ) -> tuple[dict[str, Any] | None, str]:
     import pandas as pd
 
-    from kfkit.evaluation import compute_metrics
+    from kfkit.evaluation.metrics import compute_metrics
     from kfkit.model import load_scorer
     from kfkit.registry import VersionNotFound, from_config
 

@@ -64,7 +64,7 @@ def run_local(cfg: KfkitConfig) -> dict:
     """Run every step in subprocesses of this Python environment and return the run summary.
 
     Task outputs land under ``<work_dir>/pipeline_root/<run>/<task>/``. The model server that
-    deploy starts keeps running after this returns; stop it with ``kfkit.serving.local.stop_server``.
+    deploy starts keeps running after this returns; stop it with ``kfkit.deploy.local.stop_server``.
 
     Raises:
         KfkitError: a step failed with a kfkit error; the same error class and message, naming the step.

@@ -59,9 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="runs per server (medians reported)")
     args = parser.parse_args(argv)
 
+    from kfkit.deploy.local import free_port
     from kfkit.serving import bench
     from kfkit.serving.bench_load import run_grpc_closed
-    from kfkit.serving.local import free_port
 
     batches = [int(b) for b in args.batches.split(",")]
     os.sched_setaffinity(0, {1})  # the load generator's core; servers go to core 0

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from kfkit.config import ServingConfig
+from kfkit.deploy.local import free_port
 from kfkit.errors import ServingError
 from kfkit.serving.bench_load import (
     HttpTarget,
@@ -42,7 +43,6 @@ from kfkit.serving.bench_load import (
     run_wrk,
     wrk_available,
 )
-from kfkit.serving.local import free_port
 
 __all__ = [
     "BenchSettings",
@@ -153,7 +153,7 @@ def _publish_model(root: Path) -> _Model:
 
     from kfkit.data.sources import synthetic_fraud
     from kfkit.model import ModelSpec, build_model, predict_proba, save_model
-    from kfkit.registry import publish
+    from kfkit.registry import publish_folder
 
     torch.manual_seed(0)
     names = [f"v{i:02d}" for i in range(1, N_FEATURES - 1)] + ["amount", "hour"]
@@ -166,7 +166,7 @@ def _publish_model(root: Path) -> _Model:
         net.feature_std.copy_(torch.from_numpy(data.std(0) + 1e-6))
     net.eval()
     model_dir = save_model(net, spec, root / "model")
-    version = publish(model_dir, registry_uri=f"file://{root / 'registry'}", name=MODEL_NAME)
+    version = publish_folder(model_dir, registry_uri=f"file://{root / 'registry'}", name=MODEL_NAME)
     # Four decimals: realistic request sizes, and the JSON text is then exactly these float32 values' source.
     rows = np.round(data[:64], 4).astype(np.float32)
     return _Model(uri=version.uri, model_dir=Path(version.path), rows=rows, expected=predict_proba(net, rows))
@@ -184,8 +184,8 @@ def _publish_tf_twin(root: Path, model: _Model) -> _Model:
     from torch import nn
 
     from kfkit.model import SPEC_FILE, load_model
-    from kfkit.registry import publish
-    from kfkit.tf_model import load_tf_scorer
+    from kfkit.model.keras import load_tf_scorer
+    from kfkit.registry import publish_folder
     from kfkit.training.tf_trainer import build_keras_mlp, export_saved_model
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
@@ -208,7 +208,7 @@ def _publish_tf_twin(root: Path, model: _Model) -> _Model:
         raise ServingError(
             f"the TensorFlow twin disagrees with the PyTorch model: {expected[:4]} vs {model.expected[:4]}"
         )
-    version = publish(out, registry_uri=f"file://{root / 'registry-tf'}", name=MODEL_NAME)
+    version = publish_folder(out, registry_uri=f"file://{root / 'registry-tf'}", name=MODEL_NAME)
     return _Model(uri=version.uri, model_dir=Path(version.path), rows=model.rows, expected=expected)
 
 

@@ -15,9 +15,9 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from kfkit import errors
 from kfkit.config import ServingConfig
+from kfkit.model.names import INPUT_NAME as V2_INPUT_NAME
 from kfkit.serving.batching import AdaptiveBatcher
 from kfkit.serving.encoding import ResponseEncoder
-from kfkit.serving.local import V2_INPUT_NAME
 from kfkit.serving.validation import V2_OUTPUTS, ParsedRequest, RequestError, RequestValidator
 
 if TYPE_CHECKING:

@@ -21,10 +21,10 @@ import kserve
 from kserve import model_server
 from kserve.logging import logger
 
-from kfkit.config import ServingConfig
+from kfkit.config import SERVER_OPTIONS, ServingConfig, check_serving
+from kfkit.deploy.local import ensure_port_free
 from kfkit.errors import ConfigError, KfkitError
 from kfkit.registry import resolve
-from kfkit.serving.local import ensure_port_free
 from kfkit.serving.predictor import KfkitPredictor
 
 __all__ = ["build_parser", "main"]
@@ -241,18 +241,9 @@ def _start_tfserving(args: argparse.Namespace, model_dir: Path, model_name: str,
 
 
 def _check_options(args: argparse.Namespace) -> None:
-    """The same bounds as the config's, for flags given by hand."""
-    for flag, value in (
-        ("--max-batch-size", args.max_batch_size),
-        ("--max-body-bytes", args.max_body_bytes),
-        ("--payload-log-queue-size", args.payload_log_queue_size),
-    ):
-        if value < 1:
-            raise ConfigError(f"{flag}={value} must be at least 1")
-    if args.max_batch_latency_ms < 0:
-        raise ConfigError(f"--max-batch-latency-ms={args.max_batch_latency_ms} must not be negative")
-    if args.payload_log_url and not args.payload_log_url.startswith(("http://", "https://")):
-        raise ConfigError(f"--payload-log-url={args.payload_log_url!r} must be an http:// or https:// URL")
+    """The config's own bounds (kfkit.config.check_serving), named as the flags given by hand."""
+    options = {name: getattr(args, name) for name in SERVER_OPTIONS}
+    check_serving(ServingConfig(**options), key=lambda name: "--" + name.replace("_", "-"))
     if args.workers != 1:
         raise ConfigError(
             f"--workers={args.workers}: kfkit serves from one process (the batcher merges requests within it); "

@@ -295,9 +295,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{PROG}: error: --predictor-host is required (the kfkit predictor, e.g. 127.0.0.1:8080)", file=sys.stderr
         )
         return 1
+    from kfkit.deploy.local import ensure_port_free
     from kfkit.model import load_spec
     from kfkit.registry import resolve
-    from kfkit.serving.local import ensure_port_free
 
     try:
         ensure_port_free(args.host, args.http_port, "--http_port")

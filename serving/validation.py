@@ -20,7 +20,7 @@ import orjson
 import simdjson
 
 from kfkit import errors
-from kfkit.serving.local import V2_INPUT_NAME
+from kfkit.model.names import INPUT_NAME as V2_INPUT_NAME
 
 if TYPE_CHECKING:
     from kserve.protocol.grpc.grpc_predict_v2_pb2 import ModelInferRequest

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kfkit.config import KfkitConfig, compose
-from kfkit.serving.local import free_port as _free_port
+from kfkit.deploy.local import free_port as _free_port
 
 
 @pytest.fixture

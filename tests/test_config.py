@@ -76,3 +76,37 @@ def test_a_typo_in_a_typed_section_gets_no_plus_hint() -> None:
     with pytest.raises(ConfigError) as info:
         compose(["training.epochz=3"])
     assert "'+'" not in str(info.value) and "training.epochz" in str(info.value)
+
+
+def test_server_flags_carry_every_server_option_through_the_servers_own_parser():
+    """One conversion of a ServingConfig (kfkit.config.server_flags), read back by `kfkit serve`'s parser."""
+    from kfkit.config import SERVER_OPTIONS, ServingConfig, server_flags
+    from kfkit.serving.server import build_parser
+
+    serving = ServingConfig(max_batch_size=7, max_batch_latency_ms=0.5, max_body_bytes=1234,
+                            payload_log_url="http://x/", payload_log_queue_size=9)  # fmt: skip
+    args = build_parser().parse_args(["--model-uri", "file:///m/1", *server_flags(serving)])
+    assert {name: getattr(args, name) for name in SERVER_OPTIONS} == {
+        name: getattr(serving, name) for name in SERVER_OPTIONS
+    }
+    runtime = server_flags(serving, payload_logging=False)
+    assert runtime == ["--max-batch-size=7", "--max-batch-latency-ms=0.5", "--max-body-bytes=1234"]
+    assert "--max-batch-latency-ms=2" in server_flags(ServingConfig())  # as Helm prints it
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("max_batch_size", 0, "must be at least 1"), ("max_batch_latency_ms", -1.0, "must not be negative"),
+     ("payload_log_url", "ftp://x", "http:// or https://"), ("grpc_port", 70000, "not a TCP port")],
+)  # fmt: skip
+def test_serving_bounds_are_checked_once_for_config_and_flags(field, value, message):
+    from kfkit.config import ServingConfig, check_serving
+
+    bad = ServingConfig(**{field: value})
+    with pytest.raises(ConfigError, match=message) as raised:
+        check_serving(bad)
+    assert str(raised.value).startswith(f"serving.{field}=")
+    flag = "--" + field.replace("_", "-")
+    with pytest.raises(ConfigError, match=message) as raised:
+        check_serving(bad, key=lambda name: "--" + name.replace("_", "-"))
+    assert str(raised.value).startswith(flag)

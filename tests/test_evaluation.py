@@ -9,15 +9,15 @@ from sklearn import metrics as skm
 
 from kfkit.config import compose
 from kfkit.errors import DatasetError
-from kfkit.evaluation import (
+from kfkit.evaluation.metrics import (
     calibration_table,
     compute_metrics,
     evaluate,
     evaluate_model,
     pick_threshold,
     segment_metrics,
-    write_report,
 )
+from kfkit.evaluation.report import write_report
 
 
 def _noisy(n=500, seed=0):

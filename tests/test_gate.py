@@ -9,7 +9,8 @@ import torch
 
 from kfkit.config import compose
 from kfkit.errors import ConfigError, RegistryError
-from kfkit.evaluation import evaluate, write_report
+from kfkit.evaluation.metrics import evaluate
+from kfkit.evaluation.report import write_report
 from kfkit.gate import GateFailed, check_gate_config, decide, run_gate
 from kfkit.model import build_model, load_model, save_model
 from kfkit.registry import open_registry

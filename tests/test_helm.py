@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from kfkit.config import compose
-from kfkit.inference_service import build_inference_service, build_serving_runtime
+from kfkit.deploy.inference_service import build_inference_service, build_serving_runtime
 from kfkit.training.cluster import JOB_KINDS, SHARED_PVC, build_training_job
 
 pytestmark = pytest.mark.slow

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from kfkit.config import DeployConfig, KfkitConfig, compose
+from kfkit.deploy.inference_service import build_inference_service, build_serving_runtime, to_yaml
 from kfkit.errors import ConfigError
-from kfkit.inference_service import build_inference_service, build_serving_runtime, to_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 CRDS = REPO.parent / "shared" / "crds"  # CI clones the repo with shared/ beside it
@@ -43,7 +43,7 @@ def validate(docs: list[dict]) -> subprocess.CompletedProcess:
 
 
 def test_import_does_not_load_kserve_or_torch():
-    code = "import sys, kfkit.inference_service; print(sorted({'kserve', 'torch'} & set(sys.modules)))"
+    code = "import sys, kfkit.deploy.inference_service; print(sorted({'kserve', 'torch'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from kfkit.errors import RegistryError
-from kfkit.registry import MANIFEST_FILE, publish, resolve, sha256_file, verify
+from kfkit.registry import MANIFEST_FILE, publish_folder, resolve, sha256_file, verify
 
 
 @pytest.fixture
@@ -21,8 +21,8 @@ def release(tmp_path):
 
 def test_publish_numbers_versions_and_lists_digests(tmp_path, release):
     uri = f"file://{tmp_path}/reg"
-    first = publish(release, registry_uri=uri, name="m", metadata={"accuracy": 0.9})
-    second = publish(release, registry_uri=uri, name="m")
+    first = publish_folder(release, registry_uri=uri, name="m", metadata={"accuracy": 0.9})
+    second = publish_folder(release, registry_uri=uri, name="m")
     assert (first.version, second.version) == ("1", "2")
     manifest = json.loads((tmp_path / "reg/m/1" / MANIFEST_FILE).read_text())
     assert manifest["files"]["model.safetensors"] == sha256_file(release / "model.safetensors")
@@ -33,7 +33,7 @@ def test_publish_numbers_versions_and_lists_digests(tmp_path, release):
 
 
 def test_every_flipped_byte_is_caught(tmp_path, release):
-    version = publish(release, registry_uri=f"file://{tmp_path}/reg", name="m")
+    version = publish_folder(release, registry_uri=f"file://{tmp_path}/reg", name="m")
     folder = tmp_path / "reg/m/1"
     for rel in ("model.safetensors", "model.json", "sub/extra.txt"):
         path = folder / rel
@@ -49,7 +49,7 @@ def test_every_flipped_byte_is_caught(tmp_path, release):
 
 
 def test_added_or_removed_files_are_caught(tmp_path, release):
-    publish(release, registry_uri=f"file://{tmp_path}/reg", name="m")
+    publish_folder(release, registry_uri=f"file://{tmp_path}/reg", name="m")
     folder = tmp_path / "reg/m/1"
     (folder / "intruder.py").write_text("print('hi')")
     with pytest.raises(RegistryError, match="intruder.py"):
@@ -64,23 +64,23 @@ def test_not_a_version_and_unsupported_scheme(tmp_path, release):
     with pytest.raises(RegistryError, match="not a published version"):
         resolve(f"file://{tmp_path}")
     with pytest.raises(RegistryError, match="gs"):
-        publish(release, registry_uri="gs://bucket/reg", name="m")
+        publish_folder(release, registry_uri="gs://bucket/reg", name="m")
     with pytest.raises(RegistryError, match="nothing to publish"):
-        publish(tmp_path / "empty", registry_uri=f"file://{tmp_path}/reg", name="m")
+        publish_folder(tmp_path / "empty", registry_uri=f"file://{tmp_path}/reg", name="m")
 
 
 def test_existing_version_is_never_overwritten(tmp_path, release):
     uri = f"file://{tmp_path}/reg"
-    publish(release, registry_uri=uri, name="m")
+    publish_folder(release, registry_uri=uri, name="m")
     before = sha256_file(tmp_path / "reg/m/1/model.safetensors")
     (release / "model.safetensors").write_bytes(b"other")
-    again = publish(release, registry_uri=uri, name="m")
+    again = publish_folder(release, registry_uri=uri, name="m")
     assert again.version == "2"
     assert sha256_file(tmp_path / "reg/m/1/model.safetensors") == before
 
 
 def test_a_modified_manifest_is_caught(tmp_path, release):
-    version = publish(release, registry_uri=f"file://{tmp_path}/reg", name="m", metadata={"note": "a"})
+    version = publish_folder(release, registry_uri=f"file://{tmp_path}/reg", name="m", metadata={"note": "a"})
     path = tmp_path / "reg/m/1" / MANIFEST_FILE
     original = path.read_text()
     path.write_text(original.replace('"note": "a"', '"note": "b"'))  # valid JSON, only metadata changed

@@ -19,7 +19,7 @@ def deploy(config: dict, model_uri: str, endpoint: Output[Artifact]):
     import os
 
     from kfkit.config import from_dict
-    from kfkit.serving.local import server_options, start_server
+    from kfkit.deploy.local import start_server
 
     cfg = from_dict(config)
     log_dir = os.path.join(os.path.abspath(cfg.work_dir), "logs")
@@ -27,12 +27,8 @@ def deploy(config: dict, model_uri: str, endpoint: Output[Artifact]):
     live = start_server(
         model_uri,
         model_name=cfg.model.name,
-        host=cfg.serving.host,
-        http_port=cfg.serving.http_port,
-        grpc_port=cfg.serving.grpc_port,
         log_path=os.path.join(log_dir, f"server-{cfg.model.name}.log"),
-        timeout_s=cfg.serving.startup_timeout_s,
-        **server_options(cfg.serving),  # batching, body limit, payload logging
+        serving=cfg.serving,  # host, ports, batching, body limit, payload logging
     )
     with open(endpoint.path, "w") as f:
         json.dump(live.to_dict(), f, indent=2)

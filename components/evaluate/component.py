@@ -32,8 +32,8 @@ def evaluate(
     import shutil
 
     from kfkit.config import from_dict
-    from kfkit.evaluation import evaluate as run_evaluation
-    from kfkit.evaluation import write_report
+    from kfkit.evaluation.metrics import evaluate as run_evaluation
+    from kfkit.evaluation.report import write_report
 
     cfg = from_dict(config)
     result = run_evaluation(model.path, prepared.path, cfg.evaluation)

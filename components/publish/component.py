@@ -39,7 +39,7 @@ def publish(
     from collections import namedtuple
 
     from kfkit.config import from_dict
-    from kfkit.release import assemble, promote_release, publish_release
+    from kfkit.registry.publish import assemble, promote_release, publish_release
 
     cfg = from_dict(config)
     with tempfile.TemporaryDirectory(prefix="kfkit-release-") as staging:

@@ -29,7 +29,7 @@ def smoke_test(
         summary: JSON: model name, version, registry URI, alias, test metrics, gate, endpoint URLs, curl example.
         promoted_to: Alias publish pointed at the version.
     """
-    from kfkit.smoke import run_smoke_test
+    from kfkit.deploy.smoke_test import run_smoke_test
 
     result = run_smoke_test(
         model_uri=model_uri,

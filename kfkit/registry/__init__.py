@@ -38,7 +38,7 @@ __all__ = [
     "DEFAULT_ALIAS",
     "open_registry",
     "from_config",
-    "publish",
+    "publish_folder",
     "resolve",
     "verify",
     "root_path",
@@ -100,7 +100,7 @@ def from_config(cfg: RegistryConfig) -> Registry:
     return open_registry(cfg.uri, endpoint=cfg.endpoint, region=cfg.region)
 
 
-def publish(
+def publish_folder(
     model_dir: str | Path,
     *,
     registry_uri: str,

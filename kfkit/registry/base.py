@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import getpass
-import hashlib
 import json
 import os
 import re
 import socket
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,6 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from kfkit.errors import RegistryError
+from kfkit.registry.manifest import (
+    MANIFEST_FILE,
+    FileDigests,
+    build_manifest,
+    parse_manifest,
+    sha256_file,
+    utc_now,
+    verify_folder,
+)
 
 __all__ = [
     "Registry",
@@ -45,15 +52,10 @@ __all__ = [
     "FileDigests",
 ]
 
-MANIFEST_FILE = "manifest.json"
 DEFAULT_ALIAS = "production"
-MANIFEST_SCHEMA = 1
 # Model names and aliases become URL path segments and Kubernetes names: DNS-1123 labels.
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _VERSION = re.compile(r"[1-9][0-9]{0,17}")
-
-FileDigests = dict[str, tuple[str, int]]
-"""Relative path -> (sha256, size) of every file of a version."""
 
 
 class VersionNotFound(RegistryError):
@@ -116,15 +118,6 @@ class AuditEvent:
                    reason=data.get("reason", ""))  # fmt: skip
 
 
-def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def current_actor() -> str:
     """Who is acting, for the audit log: ``$KFKIT_ACTOR`` (set it in CI and pipelines), else user@host."""
     if actor := os.environ.get("KFKIT_ACTOR"):
@@ -134,12 +127,6 @@ def current_actor() -> str:
     except (KeyError, OSError):  # a container user without a passwd entry
         user = f"uid-{os.getuid()}"
     return f"{user}@{socket.gethostname()}"
-
-
-def utc_now() -> str:
-    """Current UTC time, ISO 8601 with microseconds (sorts as text)."""
-    now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
 
 
 def check_name(name: str, what: str = "model name") -> str:
@@ -165,83 +152,6 @@ def check_version(version: str | int) -> str:
     if not _VERSION.fullmatch(text):
         raise RegistryError(f"version {version!r} is not valid: versions are positive integers (1, 2, 3 ...)")
     return text
-
-
-def build_manifest(name: str, version: str, files: dict[str, tuple[str, int]], metadata: dict[str, Any]) -> bytes:
-    """The manifest bytes: every file's sha256 and size, the metadata, and a digest of all of it.
-
-    The trailing ``digest`` covers the rest of the manifest, and readers also require the exact
-    canonical bytes, so any change to manifest.json itself (not only to the files it lists) is caught.
-    """
-    body = {
-        "schema": MANIFEST_SCHEMA,
-        "name": name,
-        "version": version,
-        "created_at": utc_now(),
-        "files": {rel: digest for rel, (digest, _) in sorted(files.items())},
-        "sizes": {rel: size for rel, (_, size) in sorted(files.items())},
-        "metadata": metadata,
-    }
-    body["digest"] = _manifest_digest(body)
-    return _canonical(body)
-
-
-def parse_manifest(raw: bytes, where: str) -> dict[str, Any]:
-    """Parse and check manifest bytes: valid JSON, canonical form, and a matching self-digest.
-
-    Raises:
-        RegistryError: the manifest was changed or is not a kfkit manifest.
-    """
-    try:
-        manifest = json.loads(raw.decode("utf-8"))
-        files, digest = manifest["files"], manifest.pop("digest")
-        if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
-            raise ValueError("'files' must map paths to sha256 digests")
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise RegistryError(f"{where} is unreadable or was modified ({e}); refusing to load the version") from e
-    if _manifest_digest(manifest) != digest or _canonical({**manifest, "digest": digest}) != raw:
-        raise RegistryError(f"{where} does not match its own digest: the manifest was modified; refusing to load it")
-    return manifest
-
-
-def verify_folder(folder: str | Path, manifest: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Check every file of a local version folder against its manifest and return the manifest.
-
-    Args:
-        folder: The version folder (holding manifest.json unless ``manifest`` is given).
-        manifest: An already parsed and checked manifest (e.g. the one fetched from S3).
-
-    Raises:
-        RegistryError: the manifest is missing or modified, a listed file is missing or changed, or an
-            unlisted file was added.
-    """
-    folder = Path(folder)
-    if manifest is None:
-        path = folder / MANIFEST_FILE
-        try:
-            raw = path.read_bytes()
-        except OSError as e:
-            raise RegistryError(f"{path} is unreadable: {e}") from e
-        manifest = parse_manifest(raw, str(path))
-    expected: dict[str, str] = manifest["files"]
-    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {MANIFEST_FILE}
-    if extra := sorted(present - expected.keys()):
-        raise RegistryError(f"{folder}: files not in the manifest: {', '.join(extra)}; the version was modified")
-    for rel, digest in expected.items():
-        path = folder / rel
-        if not path.is_file():
-            raise RegistryError(f"{folder}: {rel} is listed in the manifest but missing")
-        if (actual := sha256_file(path)) != digest:
-            raise RegistryError(f"{path}: sha256 {actual} does not match the manifest's {digest}; refusing to load it")
-    return manifest
-
-
-def _canonical(manifest: dict[str, Any]) -> bytes:
-    return (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8")
-
-
-def _manifest_digest(body: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
 
 
 def source_files(source_dir: str | Path) -> list[Path]:

@@ -323,7 +323,7 @@ def export_saved_model(model: Any, n_features: int, out_dir: str | Path) -> Path
     """Write ``<out_dir>/saved_model``: signature ``serving_default``, ``features`` -> ``probability``.
 
     The signature takes float32 ``[None, n_features]`` raw features and returns float32 ``[None]``
-    probabilities, the layout TensorFlow Serving (and :func:`kfkit.tf_model.load_tf_scorer`) call.
+    probabilities, the layout TensorFlow Serving (and :func:`kfkit.model.keras.load_tf_scorer`) call.
     """
     import tensorflow as tf
 

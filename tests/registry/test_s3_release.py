@@ -10,11 +10,12 @@ import pandas as pd
 import pytest
 
 from kfkit.config import compose
-from kfkit.evaluation import evaluate, write_report
+from kfkit.evaluation.metrics import evaluate
+from kfkit.evaluation.report import write_report
 from kfkit.gate import run_gate
 from kfkit.model import load_scorer
 from kfkit.registry import from_config, resolve
-from kfkit.release import assemble, promote_release, publish_release
+from kfkit.registry.publish import assemble, promote_release, publish_release
 
 
 @pytest.fixture
@@ -72,7 +73,7 @@ def test_gate_publish_promote_and_resolve_on_s3(s3_cfg, trained_breast_cancer, t
 
 @pytest.mark.slow
 def test_kserve_server_serves_an_s3_version(s3_cfg, trained_breast_cancer, tmp_path, free_port):
-    from kfkit.serving.local import infer_v2, start_server, stop_server
+    from kfkit.deploy.local import infer_v2, start_server, stop_server
 
     _, _, release = _release(s3_cfg, trained_breast_cancer, tmp_path, "a")
     version = publish_release(s3_cfg, release)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from kfkit.model import ModelSpec, build_model, predict_proba, save_model
-from kfkit.registry import publish
+from kfkit.registry import publish_folder
 
 N_FEATURES = 30
 FEATURE_NAMES = [f"x{i:02d}" for i in range(N_FEATURES)]
@@ -28,7 +28,7 @@ def _publish_random_mlp(root: Path, *, seed: int, n_rows: int, threshold: float 
         net.feature_std.copy_(torch.from_numpy(std))
     net.eval()
     model_dir = save_model(net, spec, root / "model")
-    version = publish(model_dir, registry_uri=f"file://{root}/reg", name="test-mlp")
+    version = publish_folder(model_dir, registry_uri=f"file://{root}/reg", name="test-mlp")
     rows = (mean + std * rng.normal(0, 3, (n_rows, N_FEATURES))).astype(np.float32)
     return SimpleNamespace(
         uri=version.uri, model=net, spec=spec, model_dir=model_dir, root=root, rows=rows,
@@ -134,7 +134,7 @@ def payload_receiver():
 def live_server(publish_random_mlp, payload_receiver, tmp_path_factory):
     """One real kfkit server for the hardening, metrics and payload-log tests: small body limit and payload
     queue, batching on, payload events to ``payload_receiver``. Yields (endpoint, published model)."""
-    from kfkit.serving.local import free_port, start_server, stop_server
+    from kfkit.deploy.local import free_port, start_server, stop_server
 
     model = publish_random_mlp("live", seed=5, n_rows=6)
     endpoint = start_server(

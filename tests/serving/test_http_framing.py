@@ -115,7 +115,7 @@ MALFORMED = [
 @pytest.fixture(scope="module")
 def server(publish_random_mlp, tmp_path_factory):
     """One live kfkit server for this module, and the model it serves."""
-    from kfkit.serving.local import free_port, start_server, stop_server
+    from kfkit.deploy.local import free_port, start_server, stop_server
 
     model = publish_random_mlp("framing", seed=11, n_rows=4)
     endpoint = start_server(

@@ -12,9 +12,6 @@ import pytest
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
 
-from kfkit.config import ServingConfig
-from kfkit.serving.local import SERVER_OPTIONS, server_options
-
 pytestmark = pytest.mark.slow
 
 N = 30
@@ -134,11 +131,3 @@ def test_metadata_and_kserve_routes(live_server, client):
     assert client.get(f"{base}/v2/models").json()["models"] == ["test-mlp"]
     missing = client.get(f"{base}/v2/models/nope")
     assert missing.status_code == 404 and "nope" in missing.json()["error"]
-
-
-def test_server_options_come_from_the_serving_config():
-    cfg = ServingConfig(max_batch_size=7, payload_log_url="http://x/")
-    options = server_options(cfg)
-    assert set(options) == set(SERVER_OPTIONS)
-    assert (options["max_batch_size"], options["payload_log_url"]) == (7, "http://x/")
-    assert options["max_body_bytes"] == ServingConfig().max_body_bytes

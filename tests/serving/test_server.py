@@ -16,9 +16,9 @@ import httpx
 import numpy as np
 import pytest
 
+from kfkit.deploy.local import LocalEndpoint, ensure_port_free, infer_v2, start_server, stop_server
 from kfkit.errors import ServingError
-from kfkit.registry import publish
-from kfkit.serving.local import LocalEndpoint, ensure_port_free, infer_v2, start_server, stop_server
+from kfkit.registry import publish_folder
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +61,7 @@ def endpoint(model) -> LocalEndpoint:
 @pytest.fixture
 def tampered_uri(model, tmp_path) -> str:
     """A fresh version whose weights changed after publishing (one byte flipped)."""
-    version = publish(model.model_dir, registry_uri=f"file://{tmp_path}/reg", name="test-mlp")
+    version = publish_folder(model.model_dir, registry_uri=f"file://{tmp_path}/reg", name="test-mlp")
     weights = Path(version.path) / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF

@@ -19,9 +19,9 @@ tf = pytest.importorskip("tensorflow")
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb  # noqa: E402 (after the importorskip)
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc  # noqa: E402
 
+from kfkit.deploy.local import start_server, stop_server  # noqa: E402
 from kfkit.model import SAVED_MODEL_DIR, SPEC_FILE, ModelSpec  # noqa: E402
-from kfkit.registry import publish, resolve  # noqa: E402
-from kfkit.serving.local import start_server, stop_server  # noqa: E402
+from kfkit.registry import publish_folder, resolve  # noqa: E402
 from kfkit.serving.predictor import KfkitPredictor  # noqa: E402
 
 N = 30
@@ -62,7 +62,7 @@ def tf_model(tmp_path_factory) -> SimpleNamespace:
         threshold=THRESHOLD,
     )  # fmt: skip
     (folder / SPEC_FILE).write_text(json.dumps(asdict(spec)))
-    version = publish(folder, registry_uri=f"file://{root}/reg", name="tf-mlp")
+    version = publish_folder(folder, registry_uri=f"file://{root}/reg", name="tf-mlp")
     expected = _sigmoid(hidden @ w2 + b2).astype(np.float32)
     assert {int(p >= THRESHOLD) for p in expected} == {0, 1}, "pick rows so both labels occur"
     return SimpleNamespace(uri=version.uri, rows=rows, expected=expected, root=root)

@@ -168,7 +168,7 @@ def test_kfkit_server_answers_tf_serving_clients_beside_kserve(publish_random_ml
     """`--tfserving-grpc-port`: the one server process answers both V2 REST and TF Serving's Predict."""
     import httpx
 
-    from kfkit.serving.local import stop_server
+    from kfkit.deploy.local import stop_server
 
     model = publish_random_mlp("tfserving-server", seed=5, n_rows=4)
     http_port, grpc_port, tf_port = free_port(), free_port(), free_port()

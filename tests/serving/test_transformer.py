@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from kfkit.data.sources import synthetic_fraud
+from kfkit.deploy.local import free_port, start_server, stop_server
 from kfkit.errors import ConfigError
 from kfkit.model import ModelSpec, build_model, predict_proba, save_model
-from kfkit.registry import publish
-from kfkit.serving.local import free_port, start_server, stop_server
+from kfkit.registry import publish_folder
 
 pytestmark = pytest.mark.slow  # feast takes seconds to import; two servers start
 
@@ -84,7 +84,9 @@ def stack(tmp_path_factory):
         net.feature_mean.copy_(torch.from_numpy(data.mean(0)))
         net.feature_std.copy_(torch.from_numpy(data.std(0)))
     net.eval()
-    version = publish(save_model(net, spec, root / "model"), registry_uri=f"file://{root / 'registry'}", name=NAME)
+    version = publish_folder(
+        save_model(net, spec, root / "model"), registry_uri=f"file://{root / 'registry'}", name=NAME
+    )
 
     predictor = start_server(
         version.uri, model_name=NAME, http_port=free_port(), grpc_port=free_port(), log_path=root / "predictor.log"

@@ -13,7 +13,7 @@ import pytest
 
 from kfkit.config import compose
 from kfkit.errors import ConfigError, InvalidInput, ModelLoadError
-from kfkit.evaluation import compute_metrics
+from kfkit.evaluation.metrics import compute_metrics
 from kfkit.model import SAVED_MODEL_DIR, load_scorer, load_spec
 
 EPOCHS = 8
@@ -39,7 +39,7 @@ def trained(prepared, tmp_path_factory) -> tuple[Path, dict]:
 
 
 def test_import_loads_no_tensorflow():
-    code = "import sys, kfkit.training.tf_trainer, kfkit.tf_model; print('tensorflow' in sys.modules)"
+    code = "import sys, kfkit.training.tf_trainer, kfkit.model.keras; print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
@@ -92,7 +92,7 @@ def test_saved_model_signature_is_what_tf_serving_calls(trained):
 def test_scorer_matches_the_in_memory_model_and_runs_are_reproducible(prepared, tmp_path):
     import tensorflow as tf
 
-    from kfkit.tf_model import load_tf_scorer
+    from kfkit.model.keras import load_tf_scorer
     from kfkit.training.tf_trainer import export_saved_model, fit_tf_model
 
     cfg = compose(["model.framework=tensorflow", "training.epochs=2"])
@@ -168,7 +168,7 @@ def test_cpu_machine_refuses_gpu_only_settings(prepared, tmp_path, override, mat
 
 
 def test_scorer_names_a_missing_saved_model(tmp_path):
-    from kfkit.tf_model import load_tf_scorer
+    from kfkit.model.keras import load_tf_scorer
 
     with pytest.raises(ModelLoadError, match="saved_model.pb is missing"):
         load_tf_scorer(tmp_path)

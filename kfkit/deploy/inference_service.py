@@ -24,7 +24,7 @@ from kfkit import __version__
 from kfkit.errors import ConfigError
 
 if TYPE_CHECKING:
-    from kfkit.config import KfkitConfig, ServingConfig
+    from kfkit.config import KfkitConfig
 
 __all__ = [
     "RUNTIME_NAME",
@@ -79,6 +79,8 @@ def build_serving_runtime(cfg: KfkitConfig) -> dict[str, Any]:
     from kserve import V1alpha1ServingRuntime, V1alpha1ServingRuntimeSpec, V1alpha1SupportedModelFormat
     from kubernetes import client as k8s
 
+    from kfkit.config import server_flags
+
     d = cfg.deploy
     container = k8s.V1Container(
         name=CONTAINER_NAME,
@@ -90,7 +92,7 @@ def build_serving_runtime(cfg: KfkitConfig) -> dict[str, Any]:
             "--host=0.0.0.0",  # the server binds 127.0.0.1 by default; in a pod the kubelet and Service need more
             f"--http_port={HTTP_PORT}",
             f"--grpc_port={GRPC_PORT}",
-            *_serving_args(cfg.serving),
+            *server_flags(cfg.serving, payload_logging=False),
         ],
         env=[
             k8s.V1EnvVar(name="HOME", value="/tmp"),  # the root filesystem is read-only
@@ -217,20 +219,6 @@ def to_yaml(docs: list[dict[str, Any]]) -> str:
     import yaml
 
     return yaml.safe_dump_all(docs, sort_keys=False, default_flow_style=False, explicit_start=True)
-
-
-def _serving_args(serving: ServingConfig) -> list[str]:
-    """The model server's batching and body-limit flags for ``serving`` (the runtime's args after the ports).
-
-    Numbers are written as Helm prints them (``2`` not ``2.0``), so the chart renders the same args.
-    """
-    latency = serving.max_batch_latency_ms
-    latency_text = str(int(latency)) if float(latency).is_integer() else repr(float(latency))
-    return [
-        f"--max-batch-size={serving.max_batch_size}",
-        f"--max-batch-latency-ms={latency_text}",
-        f"--max-body-bytes={serving.max_body_bytes}",
-    ]
 
 
 def _serialize(obj: Any) -> dict[str, Any]:

@@ -34,9 +34,9 @@ def run_smoke_test(
     """
     import pandas as pd
 
+    from kfkit.deploy.local import LocalEndpoint, infer_v2
     from kfkit.model import load_scorer
     from kfkit.registry import resolve, split_version_uri
-    from kfkit.serving.local import LocalEndpoint, infer_v2
 
     endpoint = LocalEndpoint.from_dict(json.loads(Path(endpoint_path).read_text()))
     score, spec = load_scorer(resolve(model_uri))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import os
@@ -14,9 +15,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kfkit.errors import ServingError
+from kfkit.errors import ConfigError, ServingError
+from kfkit.model.names import INPUT_NAME
+
+if TYPE_CHECKING:
+    from kfkit.config import ServingConfig
 
 # Only the standard library at import time: the CLI imports this module, and kserve/torch take seconds.
 
@@ -27,22 +32,7 @@ __all__ = [
     "infer_v2",
     "ensure_port_free",
     "free_port",
-    "server_options",
-    "V2_INPUT_NAME",
-    "SERVER_OPTIONS",
 ]
-
-V2_INPUT_NAME = "features"
-"""Name of the V2 input tensor in kfkit's requests and model metadata (the server accepts any name)."""
-
-SERVER_OPTIONS = (
-    "max_batch_size",
-    "max_batch_latency_ms",
-    "max_body_bytes",
-    "payload_log_url",
-    "payload_log_queue_size",
-)
-"""``serving.*`` config fields that :func:`start_server` passes on to the server as ``--max-batch-size`` etc."""
 
 _SERVER_MODULE = "kfkit.serving.server"
 _LOG_TAIL_LINES = 20
@@ -133,59 +123,63 @@ def start_server(
     model_uri: str,
     *,
     model_name: str,
-    host: str = "127.0.0.1",
-    http_port: int = 8080,
-    grpc_port: int = 8081,
     log_path: Path,
-    timeout_s: float = 120.0,
-    max_batch_size: int | None = None,
-    max_batch_latency_ms: float | None = None,
-    max_body_bytes: int | None = None,
-    payload_log_url: str | None = None,
-    payload_log_queue_size: int | None = None,
+    serving: ServingConfig | None = None,
+    host: str | None = None,
+    http_port: int | None = None,
+    grpc_port: int | None = None,
+    timeout_s: float | None = None,
+    **options: Any,
 ) -> LocalEndpoint:
     """Launch ``python -m kfkit.serving.server`` detached and wait until the model answers ready.
 
     The server gets its own session, so it outlives the process that started it (a kfp.local step);
-    stop it with :func:`stop_server`. The serving options default to the server's own defaults (the
-    config's); pass a config's with ``start_server(..., **server_options(cfg.serving))``.
+    stop it with :func:`stop_server`. Its flags come from :func:`kfkit.config.server_flags`, the one
+    conversion of a ServingConfig that every entry point uses.
 
     Args:
         model_uri: Published version URI (``file:///…/<name>/<version>``).
         model_name: Endpoint name.
-        host: Interface to bind.
-        http_port: REST port.
-        grpc_port: gRPC port.
         log_path: File for the server's output (appended to; its folder is created).
-        timeout_s: How long to wait for ``/v2/health/ready`` and ``/v2/models/<name>/ready``.
-        max_batch_size: Adaptive batching: most rows per forward pass (1 = no batching).
-        max_batch_latency_ms: Adaptive batching: longest a request waits for others to join its batch.
-        max_body_bytes: Largest request body; bigger ones get 413.
-        payload_log_url: Where request/response CloudEvents go; None = no payload logging.
-        payload_log_queue_size: Payload events buffered before new ones are dropped.
+        serving: Host, ports, start-up timeout, batching, body limit and payload logging (default: the
+            config's defaults).
+        host: Interface to bind, instead of ``serving.host``.
+        http_port: REST port, instead of ``serving.http_port``.
+        grpc_port: gRPC port, instead of ``serving.grpc_port``.
+        timeout_s: How long to wait for ``/v2/health/ready`` and ``/v2/models/<name>/ready``, instead of
+            ``serving.startup_timeout_s``.
+        **options: Other ``serving`` fields to override (``max_batch_size=16``, ``payload_log_url=...``).
 
     Returns:
         The running endpoint.
 
     Raises:
+        ConfigError: an option is unknown or out of bounds.
         ServingError: a port is taken, the server exited, or it was not ready in time (it is then
             stopped); the message names the log file and quotes its last lines.
     """
+    from kfkit.config import ServingConfig, server_flags
+
+    given = {"host": host, "http_port": http_port, "grpc_port": grpc_port, "startup_timeout_s": timeout_s}
+    try:
+        serving = dataclasses.replace(
+            serving or ServingConfig(), **options, **{k: v for k, v in given.items() if v is not None}
+        )
+    except TypeError as e:
+        raise ConfigError(
+            f"start_server: {e}; the options are the serving.* fields of kfkit.config.ServingConfig"
+        ) from e
+    host, http_port, grpc_port, timeout_s = (
+        serving.host,
+        serving.http_port,
+        serving.grpc_port,
+        serving.startup_timeout_s,
+    )
     ensure_port_free(host, http_port, "serving.http_port")
     ensure_port_free(host, grpc_port, "serving.grpc_port")
     log_path = Path(log_path)
     command = [sys.executable, "-m", _SERVER_MODULE, "--model-uri", model_uri, "--model-name", model_name]
-    command += ["--host", host, "--http_port", str(http_port), "--grpc_port", str(grpc_port)]
-    options = {
-        "max_batch_size": max_batch_size,
-        "max_batch_latency_ms": max_batch_latency_ms,
-        "max_body_bytes": max_body_bytes,
-        "payload_log_url": payload_log_url,
-        "payload_log_queue_size": payload_log_queue_size,
-    }
-    for key, value in options.items():
-        if value is not None:
-            command += [f"--{key.replace('_', '-')}", str(value)]
+    command += ["--host", host, "--http_port", str(http_port), "--grpc_port", str(grpc_port), *server_flags(serving)]
     try:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
@@ -207,11 +201,6 @@ def start_server(
     )
     _wait_ready(endpoint, process, timeout_s)
     return endpoint
-
-
-def server_options(serving: Any) -> dict[str, Any]:
-    """The :data:`SERVER_OPTIONS` of a ``ServingConfig``, as keyword arguments for :func:`start_server`."""
-    return {key: getattr(serving, key) for key in SERVER_OPTIONS}
 
 
 def stop_server(endpoint_or_pid: LocalEndpoint | int, timeout_s: float = 10.0) -> bool:
@@ -272,7 +261,7 @@ def infer_v2(endpoint: LocalEndpoint, rows: list[list[float]], *, timeout_s: flo
 
 def _v2_body(rows: list[list[float]]) -> dict:
     width = len(rows[0]) if rows else 0
-    return {"inputs": [{"name": V2_INPUT_NAME, "shape": [len(rows), width], "datatype": "FP32", "data": rows}]}
+    return {"inputs": [{"name": INPUT_NAME, "shape": [len(rows), width], "datatype": "FP32", "data": rows}]}
 
 
 def ensure_port_free(host: str, port: int, setting: str) -> None:

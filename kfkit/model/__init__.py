@@ -185,7 +185,7 @@ def load_scorer(model_dir: str | Path) -> tuple[Callable[[np.ndarray], np.ndarra
     """
     spec = load_spec(model_dir)
     if spec.framework == "tensorflow":
-        from kfkit.tf_model import load_tf_scorer  # TensorFlow is heavy: only for TF models
+        from kfkit.model.keras import load_tf_scorer  # TensorFlow is heavy: only for TF models
 
         return load_tf_scorer(model_dir), spec
     model, spec = load_model(model_dir)
