@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 
 from kfkit import __version__
-from kfkit.errors import KfkitError
+from kfkit.errors import GateFailed, KfkitError
 
 __all__ = ["main", "build_parser", "EXIT_GATE_FAILED"]
 
-EXIT_GATE_FAILED = 3
+EXIT_GATE_FAILED = GateFailed.exit_code
 """Exit status of `kfkit run` when the gate rejected the candidate (nothing published or deployed)."""
 
 _OVERRIDES_HELP = (
@@ -153,13 +153,9 @@ def main(argv: list[str] | None = None) -> int:
                     "registry": _registry, "bench": _bench}  # fmt: skip
         return commands[args.command](args)
     except KfkitError as e:
-        from kfkit.gate import GateFailed
-
         command = f"{args.command} {args.action}" if args.command == "registry" else args.command
         print(f"kfkit {command}: error: {e}", file=sys.stderr)
-        if isinstance(e, GateFailed):
-            return EXIT_GATE_FAILED
-        return 2 if e.status_code in (400, 404) else 1  # the user's input (or a name that does not exist)
+        return e.exit_code  # 2: the user's input or a name that does not exist; 3: the gate said no
     except KeyboardInterrupt:
         print(f"kfkit {args.command}: interrupted", file=sys.stderr)
         return 130

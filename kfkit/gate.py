@@ -9,21 +9,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kfkit.errors import ConfigError, KfkitError
+from kfkit.errors import ConfigError
 
 if TYPE_CHECKING:
     from kfkit.config import GateConfig, KfkitConfig
     from kfkit.registry import Registry
 
-__all__ = ["GateFailed", "Check", "GateDecision", "check_gate_config", "decide", "run_gate", "GATE_FILE"]
+__all__ = ["Check", "GateDecision", "check_gate_config", "decide", "run_gate", "GATE_FILE"]
 
 GATE_FILE = "gate.json"
-
-
-class GateFailed(KfkitError):
-    """The candidate did not clear the gate, so it was neither published nor deployed."""
-
-    status_code = 422
 
 
 @dataclass
@@ -232,9 +226,10 @@ def _measure_champion(
 ) -> tuple[dict[str, Any] | None, str]:
     import pandas as pd
 
+    from kfkit.errors import VersionNotFound
     from kfkit.evaluation.metrics import compute_metrics
     from kfkit.model import load_scorer
-    from kfkit.registry import VersionNotFound, from_config
+    from kfkit.registry import from_config
 
     registry = registry or from_config(cfg.registry)
     alias, name = cfg.gate.champion_alias, cfg.model.name

@@ -136,7 +136,7 @@ def _list(registry: Registry, operands: list[str], args: argparse.Namespace, _al
         return 0
     versions = registry.versions(name)
     if not versions and name not in registry.models():
-        from kfkit.registry import VersionNotFound
+        from kfkit.errors import VersionNotFound
 
         raise VersionNotFound(f"no model {name!r} in {registry.uri} (models: {', '.join(registry.models()) or 'none'})")
     aliases = registry.aliases(name)
@@ -251,7 +251,7 @@ def _verify(registry: Registry, operands: list[str], args: argparse.Namespace, _
     name, *refs = _operands(operands, "verify", 1, None, "NAME [VERSION|ALIAS ...]")
     versions = [registry.resolve_ref(name, r) for r in refs] or [v.version for v in registry.versions(name)]
     if not versions:
-        from kfkit.registry import VersionNotFound
+        from kfkit.errors import VersionNotFound
 
         raise VersionNotFound(f"{name} has no published versions in {registry.uri}")
     results = []

@@ -12,20 +12,10 @@ from kfkit import errors
 if TYPE_CHECKING:  # feast and numpy load only when a lookup is built
     import numpy as np
 
-__all__ = ["OnlineFeatureLookup", "EntityNotFound"]
+__all__ = ["OnlineFeatureLookup"]
 
 _log = logging.getLogger(__name__)
 _MAX_LISTED = 10  # ids quoted in one error message
-
-
-class EntityNotFound(errors.InvalidInput):
-    """Entity ids with no (or incomplete, or expired) rows in the online store; answered 404."""
-
-    status_code = 404
-
-    def __init__(self, message: str, missing: Sequence[Any]) -> None:
-        super().__init__(message)
-        self.missing = list(missing)
 
 
 class OnlineFeatureLookup:
@@ -161,7 +151,7 @@ class OnlineFeatureLookup:
         missing = [value for i, value in enumerate(unique) if any(column[i] is None for column in columns)]
         if missing:
             shown = ", ".join(map(repr, missing[:_MAX_LISTED])) + (" ..." if len(missing) > _MAX_LISTED else "")
-            raise EntityNotFound(
+            raise errors.EntityNotFound(
                 f"{self.entity_key} {shown} not found in the online store ({len(missing)} of {len(unique)} ids; "
                 "never materialized, or older than the feature view's ttl); send the raw features instead, "
                 "or materialize the store",

@@ -30,23 +30,15 @@ from kserve.logging import logger
 from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
 
 from kfkit import errors
-from kfkit.serving.feast_features import EntityNotFound, OnlineFeatureLookup
+from kfkit.serving.feast_features import OnlineFeatureLookup
 
-__all__ = ["FeastTransformer", "UpstreamError", "build_parser", "main", "EntityNotFound"]
+__all__ = ["FeastTransformer", "build_parser", "main"]
 
 PROG = "python -m kfkit.serving.transformer"
 FEATURES_INPUT = "features"
 # Request headers worth passing on to the predictor (tracing and request ids); the rest describe this hop.
 _FORWARDED_HEADERS = ("x-request-id", "traceparent", "tracestate", "x-b3-traceid", "x-b3-spanid", "x-b3-sampled")
 _V2_ID_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "BYTES"})
-
-
-class UpstreamError(errors.KfkitError):
-    """The predictor refused a request (its 4xx, passed on) or could not be reached (502)."""
-
-    def __init__(self, message: str, status_code: int) -> None:
-        super().__init__(message)
-        self.status_code = status_code
 
 
 class FeastTransformer(kserve.Model):
@@ -182,9 +174,9 @@ class FeastTransformer(kserve.Model):
         try:
             response = await self._client.post(url, headers=forward, **request_kwargs)
         except httpx.HTTPError as e:
-            raise UpstreamError(f"predictor at {self.predictor_url} is unreachable: {e!r}", 502) from e
+            raise errors.UpstreamError(f"predictor at {self.predictor_url} is unreachable: {e!r}", 502) from e
         if response.status_code != 200:
-            raise UpstreamError(
+            raise errors.UpstreamError(
                 _predictor_error(response), 502 if response.status_code >= 500 else response.status_code
             )
         if isinstance(payload, InferRequest):

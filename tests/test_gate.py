@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from kfkit.config import compose
-from kfkit.errors import ConfigError, RegistryError
+from kfkit.errors import ConfigError, GateFailed, RegistryError
 from kfkit.evaluation.metrics import evaluate
 from kfkit.evaluation.report import write_report
-from kfkit.gate import GateFailed, check_gate_config, decide, run_gate
+from kfkit.gate import check_gate_config, decide, run_gate
 from kfkit.model import build_model, load_model, save_model
 from kfkit.registry import open_registry
 

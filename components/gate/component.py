@@ -31,7 +31,8 @@ def gate(
     import json
 
     from kfkit.config import from_dict
-    from kfkit.gate import GateFailed, run_gate
+    from kfkit.errors import GateFailed
+    from kfkit.gate import run_gate
 
     cfg = from_dict(config)
     result = run_gate(cfg, prepared_dir=prepared.path, evaluation_dir=evaluation.path)

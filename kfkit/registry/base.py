@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kfkit.errors import RegistryError
+from kfkit.errors import RegistryError, VersionNotFound
 from kfkit.registry.manifest import (
     MANIFEST_FILE,
     FileDigests,
@@ -40,7 +40,6 @@ __all__ = [
     "Registry",
     "ModelVersion",
     "AuditEvent",
-    "VersionNotFound",
     "MANIFEST_FILE",
     "DEFAULT_ALIAS",
     "sha256_file",
@@ -56,12 +55,6 @@ DEFAULT_ALIAS = "production"
 # Model names and aliases become URL path segments and Kubernetes names: DNS-1123 labels.
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _VERSION = re.compile(r"[1-9][0-9]{0,17}")
-
-
-class VersionNotFound(RegistryError):
-    """The model, version or alias asked for does not exist (a user error: exit status 2 in the CLI)."""
-
-    status_code = 404
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from kfkit.components.prep import prep
 from kfkit.components.publish import publish
 from kfkit.components.train import train
 from kfkit.config import to_dict
-from kfkit.gate import GateFailed
+from kfkit.errors import GateFailed
 from kfkit.registry import open_registry, verify
 
 

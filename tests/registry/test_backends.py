@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kfkit.errors import RegistryError
-from kfkit.registry import MANIFEST_FILE, VersionNotFound, resolve, sha256_file
+from kfkit.errors import RegistryError, VersionNotFound
+from kfkit.registry import MANIFEST_FILE, resolve, sha256_file
 
 
 def _files(folder: Path) -> dict[str, bytes]:
