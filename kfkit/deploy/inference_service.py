@@ -21,6 +21,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from kfkit import __version__
+from kfkit import k8s as kube
 from kfkit.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -54,7 +55,6 @@ MODEL_DIR = "/mnt/models"  # where KServe's storage initializer puts the storage
 HTTP_PORT = 8080
 GRPC_PORT = 8081
 MOVED_HTTP_PORT = 8082  # REST port in grpc-v2 mode, when gRPC takes the routed port
-RUN_AS_USER = 1000
 
 _NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 _MAX_NAME = 47  # Knative appends "-predictor" and then "-00001" to it, and a revision name is a DNS label
@@ -102,7 +102,7 @@ def build_serving_runtime(cfg: KfkitConfig) -> dict[str, Any]:
         ],
         ports=[k8s.V1ContainerPort(container_port=HTTP_PORT, name="http1", protocol="TCP")],
         resources=_resources(cfg),
-        security_context=_container_security_context(),
+        security_context=kube.container_security_context(),
         volume_mounts=[k8s.V1VolumeMount(name="tmp", mount_path="/tmp")],
         **_probes(),
     )
@@ -112,7 +112,7 @@ def build_serving_runtime(cfg: KfkitConfig) -> dict[str, Any]:
         metadata=k8s.V1ObjectMeta(
             name=RUNTIME_NAME,
             namespace=d.namespace,
-            labels=_labels(name=APP_NAME, instance=RUNTIME_NAME, version=__version__, component="serving-runtime"),
+            labels=kube.labels(name=APP_NAME, instance=RUNTIME_NAME, version=__version__, component="serving-runtime"),
         ),
         spec=V1alpha1ServingRuntimeSpec(
             annotations={"prometheus.kserve.io/port": str(HTTP_PORT), "prometheus.kserve.io/path": "/metrics"},
@@ -188,7 +188,7 @@ def build_inference_service(
         service_account_name=d.service_account or None,
         model=model,
     )
-    labels = _labels(name=APP_NAME, instance=name, version=version, component="predictor")
+    labels = kube.labels(name=APP_NAME, instance=name, version=version, component="predictor")
     isvc = V1beta1InferenceService(
         api_version="serving.kserve.io/v1beta1",
         kind="InferenceService",
@@ -227,25 +227,10 @@ def _serialize(obj: Any) -> dict[str, Any]:
     return ApiClient().sanitize_for_serialization(obj)
 
 
-def _labels(*, name: str, instance: str, version: str | None, component: str) -> dict[str, str]:
-    labels = {
-        "app.kubernetes.io/name": name,
-        "app.kubernetes.io/instance": instance,
-        "app.kubernetes.io/version": version,
-        "app.kubernetes.io/component": component,
-        "app.kubernetes.io/part-of": APP_NAME,
-        "app.kubernetes.io/managed-by": "kfkit",
-    }
-    return {k: v for k, v in labels.items() if v}
-
-
-def _resources(cfg: KfkitConfig) -> Any:
-    from kubernetes import client as k8s
-
+def _resources(cfg: KfkitConfig) -> dict[str, dict[str, str]]:
     d = cfg.deploy
-    return k8s.V1ResourceRequirements(
-        requests={"cpu": str(d.cpu_request), "memory": str(d.memory_request)},
-        limits={"cpu": str(d.cpu_limit), "memory": str(d.memory_limit)},
+    return kube.resources(
+        {"cpu": d.cpu_request, "memory": d.memory_request}, {"cpu": d.cpu_limit, "memory": d.memory_limit}
     )
 
 
@@ -265,22 +250,6 @@ def _probes() -> dict[str, Any]:
         "readiness_probe": k8s.V1Probe(tcp_socket=tcp()),
         "liveness_probe": k8s.V1Probe(tcp_socket=tcp(), initial_delay_seconds=30, period_seconds=10),
     }
-
-
-def _container_security_context() -> Any:
-    """Pod Security Standards 'restricted', plus a read-only root filesystem (/tmp is an emptyDir)."""
-    from kubernetes import client as k8s
-
-    return k8s.V1SecurityContext(
-        allow_privilege_escalation=False,
-        privileged=False,
-        read_only_root_filesystem=True,
-        run_as_non_root=True,
-        run_as_user=RUN_AS_USER,
-        run_as_group=RUN_AS_USER,
-        capabilities=k8s.V1Capabilities(drop=["ALL"]),
-        seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
-    )
 
 
 def _check_name(name: str) -> None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kfkit import k8s
 from kfkit.errors import ConfigError, TrainingError
 
 if TYPE_CHECKING:
@@ -55,8 +56,6 @@ SHARED_MOUNT = "/mnt/kfkit-training"
 SHM_VOLUME = "dshm"
 SHARED_VOLUME = "kfkit-shared"
 TMP_VOLUME = "tmp"
-RUN_AS_USER = 1000  # the image's USER (Dockerfile), which also owns what the train step stages on the claim
-MANAGER = "kfkit"
 # (group, version, plural, kind, success condition): PyTorchJob reports Succeeded, TrainJob Complete.
 _APIS = {
     "pytorchjob": ("kubeflow.org", "v1", "pytorchjobs", "PyTorchJob", "Succeeded"),
@@ -129,22 +128,13 @@ def _check(cfg: KfkitConfig) -> None:
             )
 
 
-def _labels(cfg: KfkitConfig) -> dict[str, str]:
-    from kfkit import __version__
-
-    return {
-        "app.kubernetes.io/name": "kfkit",
-        "app.kubernetes.io/instance": cfg.model.name,
-        "app.kubernetes.io/version": __version__,
-        "app.kubernetes.io/component": "training",
-        "app.kubernetes.io/part-of": "kfkit",
-        "app.kubernetes.io/managed-by": MANAGER,
-    }
-
-
 def _metadata(cfg: KfkitConfig, name: str) -> dict[str, Any]:
     namespace = cfg.training.cluster.namespace or cfg.deploy.namespace
     return {"name": name, "namespace": namespace, "labels": _labels(cfg)}
+
+
+def _labels(cfg: KfkitConfig) -> dict[str, str]:
+    return k8s.labels(name="kfkit", instance=cfg.model.name, component="training")
 
 
 def _resources(cfg: KfkitConfig) -> dict[str, dict[str, Any]]:
@@ -154,30 +144,7 @@ def _resources(cfg: KfkitConfig) -> dict[str, dict[str, Any]]:
     requests: dict[str, Any] = {"cpu": cluster.cpu_request, "memory": cluster.memory_request}
     if cluster.gpus_per_node:  # extended resources: request and limit must be equal
         requests["nvidia.com/gpu"] = cluster.gpus_per_node
-    return {"requests": requests, "limits": dict(requests)}
-
-
-def _container_security_context() -> dict[str, Any]:
-    """Pod Security Standards "restricted" plus a read-only root filesystem (/tmp is an emptyDir), as served."""
-    return {
-        "allowPrivilegeEscalation": False,
-        "privileged": False,
-        "readOnlyRootFilesystem": True,
-        "runAsNonRoot": True,
-        "runAsUser": RUN_AS_USER,
-        "runAsGroup": RUN_AS_USER,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
-def _pod_security_context() -> dict[str, Any]:
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": RUN_AS_USER,
-        "runAsGroup": RUN_AS_USER,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
+    return k8s.resources(requests)
 
 
 def _env(cfg: KfkitConfig) -> list[dict[str, str]]:
@@ -238,12 +205,12 @@ def build_pytorchjob(
         "env": _env(cfg),
         "ports": [{"name": "pytorchjob-port", "containerPort": _PYTORCHJOB_PORT, "protocol": "TCP"}],
         "resources": _resources(cfg),
-        "securityContext": _container_security_context(),
+        "securityContext": k8s.container_security_context(),
         "volumeMounts": _mounts(mount),
     }
     pod = {
         "automountServiceAccountToken": False,  # the worker never calls the Kubernetes API
-        "securityContext": _pod_security_context(),
+        "securityContext": k8s.pod_security_context(),
         "containers": [container],
         "volumes": _volumes(cfg, pvc),
         **_placement(cfg),
@@ -285,10 +252,10 @@ def build_trainjob(
     cluster = cfg.training.cluster
     pod_patch = {
         **_placement(cfg),
-        "securityContext": _pod_security_context(),
+        "securityContext": k8s.pod_security_context(),
         "volumes": _volumes(cfg, pvc),
         "containers": [
-            {"name": "node", "securityContext": _container_security_context(), "volumeMounts": _mounts(mount)}
+            {"name": "node", "securityContext": k8s.container_security_context(), "volumeMounts": _mounts(mount)}
         ],
     }
     return {
@@ -312,7 +279,7 @@ def build_trainjob(
             },
             "runtimePatches": [
                 {
-                    "manager": MANAGER,
+                    "manager": k8s.MANAGER,
                     "trainingRuntimeSpec": {
                         "template": {
                             "spec": {
