@@ -139,7 +139,9 @@ def run(*cmd: str | Path, **kwargs: Any) -> subprocess.CompletedProcess:
 def tools() -> dict[str, Path]:
     """helm and kubectl from scripts/install_k8s_tools.sh (a no-op once installed); skip only without checkov."""
     if not CHECKOV.is_file():
-        pytest.skip(f"checkov is not installed at {CHECKOV}: run `make tools` (it builds .tools/checkov-venv)")
+        pytest.skip(
+            f"missing tool: checkov is not installed at {CHECKOV}: run `make tools` (it builds .tools/checkov-venv)"
+        )
     result = run("bash", REPO / "scripts" / "install_k8s_tools.sh")
     assert result.returncode == 0, f"no helm/kubectl: {(result.stderr or result.stdout)[-500:]}"
     bin_dir = Path(os.environ.get("KFKIT_TOOLS_DIR") or REPO / ".tools") / "bin"  # as the script decides

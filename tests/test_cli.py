@@ -20,7 +20,7 @@ def _assert_crd_valid(documents: str, tmp_path: Path) -> None:
     """Check YAML documents against the official CRD schemas in ../shared/crds."""
     crds = REPO.parent / "shared" / "crds"
     if not crds.is_dir():
-        pytest.skip(f"{crds} not found (CI clones the repo with shared/ beside it)")
+        pytest.skip(f"missing tool: {crds} not found (CI clones the repo with shared/ beside it)")
     (tmp_path / "out.yaml").write_text(documents)
     check = subprocess.run(
         [sys.executable, str(crds / "validate.py"), "--crds", str(crds), str(tmp_path / "out.yaml")],

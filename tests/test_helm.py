@@ -40,7 +40,9 @@ def tools() -> dict[str, Path]:
         ["bash", str(REPO / "scripts" / "install_k8s_tools.sh")], capture_output=True, text=True, timeout=300
     )
     if result.returncode != 0:
-        pytest.skip(f"scripts/install_k8s_tools.sh failed, no helm/kubectl: {(result.stderr or result.stdout)[-500:]}")
+        pytest.skip(
+            f"missing tool: scripts/install_k8s_tools.sh failed, no helm/kubectl: {(result.stderr or result.stdout)[-500:]}"
+        )
     bin_dir = Path(os.environ.get("KFKIT_TOOLS_DIR") or REPO / ".tools") / "bin"  # as the script decides
     return {"helm": bin_dir / "helm", "kubectl": bin_dir / "kubectl"}
 
@@ -48,7 +50,7 @@ def tools() -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def crds() -> Path:
     if not (CRDS / "validate.py").is_file():
-        pytest.skip(f"CRD schemas not found at {CRDS} (shared/ must be cloned beside the repository)")
+        pytest.skip(f"missing tool: CRD schemas not found at {CRDS} (shared/ must be cloned beside the repository)")
     return CRDS
 
 

@@ -85,7 +85,7 @@ def configs(base) -> dict[str, KfkitConfig]:
 def validate(docs: list[dict]) -> subprocess.CompletedProcess:
     """Run shared/crds/validate.py on the documents; skip when shared/ is not beside the repo."""
     if not (CRDS / "validate.py").is_file():
-        pytest.skip(f"CRD schemas not found at {CRDS} (shared/ must be cloned beside the repository)")
+        pytest.skip(f"missing tool: CRD schemas not found at {CRDS} (shared/ must be cloned beside the repository)")
     return subprocess.run(
         [sys.executable, str(CRDS / "validate.py"), "--crds", str(CRDS), "-"],
         input=yaml.safe_dump_all(docs, sort_keys=False),

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Debian packages some tests need and pip cannot bring: ss (iproute2: which address a server binds) and wrk
+# (the serving benchmark's HTTP load generator). Installs only what is missing; needs root (CI runs as root).
+set -euo pipefail
+need=()
+command -v ss >/dev/null || need+=(iproute2)
+command -v wrk >/dev/null || need+=(wrk)
+if ((${#need[@]} == 0)); then
+    exit 0
+fi
+if [[ $(id -u) != 0 ]]; then
+    echo "install_system_tools.sh: missing ${need[*]}; run: sudo apt-get install ${need[*]}" >&2
+    exit 1
+fi
+echo "==> apt-get install ${need[*]}"
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
