@@ -1,6 +1,7 @@
 """The repository layout and the one import namespace."""
 
 import configparser
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -71,18 +72,44 @@ def test_cli_import_stays_light():
 
 @pytest.mark.slow
 def test_wheel_carries_every_package_and_the_yaml_configs(tmp_path):
-    """What the Docker image installs (`pip install .`): no package or config group left behind."""
+    """What the image installs (`pip install .`): every module of every mapped folder, every config group."""
     import zipfile
 
     command = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path)]
     subprocess.run([*command, str(REPO)], check=True, capture_output=True, timeout=300)
     (wheel,) = tmp_path.glob("kfkit-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    yaml_files = {
+    expected = {
         f"kfkit/configs/{p.relative_to(REPO / 'configs').as_posix()}" for p in (REPO / "configs").rglob("*.yaml")
     }
-    assert yaml_files <= names, sorted(yaml_files - names)
-    for step in ("prep", "train", "evaluate", "publish", "deploy", "smoke_test"):
-        assert f"kfkit/components/{step}/component.py" in names
-    for module in ("kfkit/serving/server.py", "kfkit/pipelines/training_pipeline.py", "kfkit/training/worker.py"):
-        assert module in names
+    for package, folder in EXPECTED_PACKAGES.items():
+        prefix = package.replace(".", "/")
+        for module in (REPO / folder).rglob("*.py"):
+            if (module.parent / "__init__.py").is_file():  # a package module, not a stray script
+                expected.add(f"{prefix}/{module.relative_to(REPO / folder).as_posix()}")
+    assert len(expected) > 50, sorted(expected)  # the walk above found the tree
+    assert expected <= names, sorted(expected - names)
+    assert not [n for n in names if "/bench" in n or n.startswith(("scripts/", "tests/"))], "harness in the wheel"
+
+
+STAGE_ROW = re.compile(r"^\| (\w+) \| `(components/\w+/)` \| `(kfkit/[\w/]+\.py)`")
+
+
+def _stage_table() -> list[tuple[str, str, str]]:
+    rows = [m.groups() for line in (REPO / "README.md").read_text().splitlines() if (m := STAGE_ROW.match(line))]
+    assert rows, "README.md has no stage table (| stage | `components/<stage>/` | `kfkit/<module>.py` | ...)"
+    return rows
+
+
+def test_readme_stage_table_matches_the_tree():
+    """One hop from a stage to its code: the README's stage -> component -> module table is true."""
+    rows = _stage_table()
+    stages = [stage for stage, _, _ in rows]
+    components = sorted(p.parent.name for p in (REPO / "components").glob("*/component.py"))
+    assert sorted(stages) == components, "every component folder is a row of the table, and no other"
+    for stage, folder, module in rows:
+        assert folder == f"components/{stage}/", (stage, folder)
+        assert (REPO / module).is_file(), f"{stage}: {module} does not exist"
+        dotted = module.removesuffix(".py").replace("/", ".")
+        code = (REPO / folder / "component.py").read_text()
+        assert f"from {dotted} import" in code, f"{folder}component.py does not call {dotted}"
