@@ -20,6 +20,7 @@ __all__ = [
     "TrainingError",
     "RegistryError",
     "VersionNotFound",
+    "InvalidName",
     "ModelLoadError",
     "InvalidInput",
     "EntityNotFound",
@@ -94,6 +95,14 @@ class VersionNotFound(RegistryError):
 
     status_code = 404
     grpc_code = "NOT_FOUND"
+    exit_code = 2
+
+
+class InvalidName(RegistryError):
+    """A model name, version or alias that cannot be one (``Prod``, ``01``): the user's input, exit status 2."""
+
+    status_code = 400
+    grpc_code = "INVALID_ARGUMENT"
     exit_code = 2
 
 
