@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -74,10 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--model-name", help="endpoint name (default: the name stored with the model)")
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
-    serve.add_argument("--http-port", type=int, default=8080, help="REST port (default 8080)")
-    serve.add_argument("--grpc-port", type=int, default=8081, help="V2 gRPC port (default 8081)")
+    # KServe's spellings too (--http_port), as the model server and its messages use them
+    serve.add_argument("--http-port", "--http_port", type=int, default=8080, help="REST port (default 8080)")
+    serve.add_argument("--grpc-port", "--grpc_port", type=int, default=8081, help="V2 gRPC port (default 8081)")
     serve.add_argument(
-        "--tfserving-grpc-port", type=int, default=0, help="also answer TensorFlow Serving gRPC clients here (0 = off)"
+        "--tfserving-grpc-port",
+        "--tfserving_grpc_port",
+        type=int,
+        default=0,
+        help="also answer TensorFlow Serving gRPC clients here (0 = off)",
     )
     serve.add_argument("overrides", nargs="*", metavar="OVERRIDE", help="serving.* overrides, e.g. "
                        "serving.max_batch_size=64 serving.payload_log_url=http://127.0.0.1:9000/events")  # fmt: skip
@@ -173,6 +179,13 @@ def _compose(overrides: list[str]):
     registry = cfg.registry
     if registry.uri.startswith("file://") or "://" not in registry.uri:
         registry = replace(registry, uri=root_path(registry.uri).as_uri())
+    # Every process this command starts (kfp.local steps, the model server) and every registry read in this
+    # one must reach the same S3 store: an endpoint or region given as an override wins over the environment.
+    for variable, value in (("AWS_ENDPOINT_URL", registry.endpoint), ("AWS_REGION", registry.region)):
+        if value:
+            os.environ[variable] = value
+    if registry.endpoint:
+        os.environ.pop("AWS_ENDPOINT_URL_S3", None)  # read before AWS_ENDPOINT_URL by the S3 backend
     return replace(cfg, work_dir=str(work_dir), registry=registry)
 
 

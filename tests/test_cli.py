@@ -153,3 +153,24 @@ def test_failing_step_ends_with_its_own_reason(tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("kfkit run: error: step prep failed: columns ['label'] not found")
     assert "dataset.label" in last
+
+
+def test_port_hint_of_kfkit_serve_can_be_pasted_back():
+    """The server's 'port in use' hint names KServe's --http_port; `kfkit serve` accepts that spelling too."""
+    import re
+    import socket
+
+    from kfkit.cli import build_parser
+    from kfkit.deploy.local import ensure_port_free
+    from kfkit.errors import ServingError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for flag in ("--http_port", "--grpc_port", "--tfserving-grpc-port"):
+            with pytest.raises(ServingError) as raised:
+                ensure_port_free("127.0.0.1", port, flag)
+            (hint,) = re.findall(rf"{flag}=\d+", str(raised.value))
+            args = build_parser().parse_args(["serve", "--model-uri", "file:///m/1", hint])
+            assert getattr(args, flag.lstrip("-").replace("-", "_")) == int(hint.split("=")[1])

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from kfkit.errors import DatasetError
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
     from kfkit.config import DatasetConfig
@@ -67,14 +68,16 @@ def validate_frame(frame: pd.DataFrame, cfg: DatasetConfig, features: list[str])
             f"feature columns {non_numeric} are not numeric; encode them or drop them from dataset.features"
         )
     subset = frame[[*features, cfg.label]]
-    na_rows = subset.isna().any(axis=1) | ~np.isfinite(subset[features].to_numpy(dtype=np.float64)).all(axis=1)
+    missing_values = subset.isna().to_numpy()
+    infinite = np.zeros_like(missing_values)
+    infinite[:, : len(features)] = np.isinf(subset[features].to_numpy(dtype=np.float64))
+    na_rows = pd.Series((missing_values | infinite).any(axis=1), index=frame.index)
     if na_rows.any():
         if not cfg.drop_na:
-            worst = subset.columns[subset.isna().any()].tolist() or features
-            rows = np.flatnonzero(na_rows.to_numpy())[:5].tolist()
             raise DatasetError(
-                f"{int(na_rows.sum())} rows have missing or infinite values (columns {worst[:5]}, rows {rows} ...); "
-                "set dataset.drop_na=true or clean the input"
+                f"{int(na_rows.sum())} rows have missing or infinite values: "
+                f"{_bad_cells(list(subset.columns), missing_values, infinite)}; "
+                "set dataset.drop_na=true to drop those rows, or clean the input"
             )
         frame = frame.loc[~na_rows]
     labels = set(pd.unique(frame[cfg.label]))
@@ -138,3 +141,16 @@ def load_prepared(out_dir: str | Path) -> PreparedData:
     data = json.loads((Path(out_dir) / "schema.json").read_text())
     data["out_dir"] = str(out_dir)
     return PreparedData(**data)
+
+
+def _bad_cells(columns: list[str], missing: np.ndarray, infinite: np.ndarray, limit: int = 5) -> str:
+    """Each column with NaN or inf values, what they are and in which rows (0-based, first ``limit``)."""
+    import numpy as np
+
+    parts = []
+    for j, column in enumerate(columns):
+        for kind, mask in (("missing", missing[:, j]), ("infinite", infinite[:, j])):
+            if rows := np.flatnonzero(mask).tolist():
+                more = " ..." if len(rows) > limit else ""
+                parts.append(f"column {column!r} has {len(rows)} {kind} value(s) (rows {rows[:limit]}{more})")
+    return "; ".join(parts)

@@ -77,6 +77,23 @@ def test_nan_rows_are_reported_or_dropped(tmp_path):
     assert sum(prepared.rows.values()) == 38
 
 
+def test_infinite_values_name_their_own_columns_and_rows(tmp_path):
+    frame = pd.DataFrame({f"f{i}": np.arange(40.0) for i in range(6)} | {"y": [0, 1] * 20})
+    frame.loc[[3, 17], "f4"] = np.inf
+    frame.loc[8, "f5"] = -np.inf
+    frame.loc[11, "f1"] = np.nan
+    path = tmp_path / "data.csv"
+    frame.to_csv(path, index=False)
+    with pytest.raises(DatasetError) as raised:
+        prepare(_csv_cfg(path), tmp_path / "out")
+    message = str(raised.value)
+    assert "4 rows" in message
+    assert "column 'f4' has 2 infinite value(s) (rows [3, 17])" in message
+    assert "column 'f5' has 1 infinite value(s) (rows [8])" in message
+    assert "column 'f1' has 1 missing value(s) (rows [11])" in message
+    assert "'f0'" not in message and "'f2'" not in message and "'f3'" not in message
+
+
 def test_schema_errors_name_the_column(tmp_path):
     frame = pd.DataFrame({"a": ["x", "y"] * 10, "b": np.ones(20), "y": [0, 1] * 10})
     path = tmp_path / "data.parquet"
