@@ -124,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="`kfkit bench train`: samples/s of 1 vs 2 torchrun processes on 1M synthetic rows. "
         "`kfkit bench serve`: req/s and latency of kfkit's server (V1, V2 REST, V2 gRPC) vs MLServer 1.7.1 and "
         "the raw forward pass, pinned to one core each. `kfkit bench train --help` lists each one's options. "
+        "The harness is in a source checkout's scripts/bench (not in the installed package). "
         "Method and results: docs/benchmarks.md.",
     )
     bench.add_argument("target", choices=["train", "serve"], help="which benchmark")
@@ -195,11 +196,13 @@ def _preflight(cfg) -> None:
     from kfkit.deploy.local import ensure_port_free
     from kfkit.errors import ConfigError
     from kfkit.gate import check_gate_config
-    from kfkit.registry import open_registry
+    from kfkit.registry import open_registry, root_path
 
     check_gate_config(cfg.gate)
     registry = open_registry(cfg.registry.uri, endpoint=cfg.registry.endpoint, region=cfg.registry.region)
-    if not registry.uri.startswith("file://"):
+    if registry.uri.startswith("file://"):
+        _check_writable(root_path(registry.uri), "registry.uri")  # not found at publish, after training
+    else:
         registry.models()  # a wrong endpoint, missing bucket or bad credentials fail now, not after training
 
     if cfg.deploy.target != "local":
@@ -211,6 +214,23 @@ def _preflight(cfg) -> None:
         dataset_file(cfg.dataset.path)
     ensure_port_free(cfg.serving.host, cfg.serving.http_port, "serving.http_port")
     ensure_port_free(cfg.serving.host, cfg.serving.grpc_port, "serving.grpc_port")
+
+
+def _check_writable(folder: Path, key: str) -> None:
+    """Create ``folder`` if need be and write a file in it, or fail naming the key that chose it."""
+    import tempfile
+
+    from kfkit.errors import ConfigError
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".kfkit-write-check-"):
+            pass
+    except OSError as e:
+        raise ConfigError(
+            f"{key}={folder.as_uri()} is not writable ({e.strerror or e}); publish would fail after training: "
+            f"pick a folder you can write, e.g. {key}=file://{Path.cwd() / '.kfkit' / 'registry'}"
+        ) from e
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -347,11 +367,31 @@ def _manifest(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    if args.target == "train":
-        from kfkit.training.bench import main as bench_main
-    else:
-        from kfkit.serving.bench import main as bench_main
-    return bench_main(args.args, prog=f"kfkit bench {args.target}")
+    """Run scripts/bench/<target>.py of the source checkout this kfkit was installed from (``pip install -e``).
+
+    The harness is not in the wheel; it is loaded from the checkout for this command only and nothing else
+    in kfkit imports it.
+    """
+    import importlib
+
+    root = Path(__file__).resolve().parents[1]
+    harness = root / "scripts" / "bench"
+    if not (harness / "__init__.py").is_file() or not (harness / f"{args.target}.py").is_file():
+        print(
+            f"kfkit bench {args.target}: error: the benchmarks are not part of the installed kfkit package "
+            f"({harness} does not exist); run them from a kfkit source checkout: git clone it, `make setup`, "
+            f"then `make bench` or `.venv/bin/kfkit bench {args.target}` there",
+            file=sys.stderr,
+        )
+        return 2
+    # The root only for this import: on sys.path it would also make serving, pipelines, ... bare names.
+    # Once scripts.bench is loaded, its modules' own imports resolve through the package's __path__.
+    sys.path.insert(0, str(root))
+    try:
+        module = importlib.import_module(f"scripts.bench.{args.target}")
+    finally:
+        sys.path.remove(str(root))
+    return module.main(args.args, prog=f"kfkit bench {args.target}")
 
 
 def _show_config(args: argparse.Namespace) -> int:

@@ -118,6 +118,12 @@ def check_gate_config(cfg: GateConfig) -> None:
     for key, names in (("gate.min_metrics", list(cfg.min_metrics)), ("gate.compare_metrics", cfg.compare_metrics)):
         if unknown := [n for n in names if n not in known]:
             raise ConfigError(f"{key} names {unknown}, which evaluation does not measure; use {', '.join(known)}")
+    for metric, bound in cfg.min_metrics.items():  # every gated metric is a rate or a probability error
+        if not 0.0 <= float(bound) <= 1.0:
+            raise ConfigError(
+                f"gate.min_metrics.{metric}={bound} can never be met: {metric} lies in [0, 1]; "
+                f"give a bound in that range, e.g. gate.min_metrics.{metric}=0.9"
+            )
 
 
 def decide(

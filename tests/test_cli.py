@@ -54,6 +54,8 @@ def test_help_explains_each_command():
         (["run", "+gate.min_metrics.rocauc=0.9"], "gate.min_metrics names ['rocauc']"),
         (["run", "gate.compare_metrics=[auc]"], "gate.compare_metrics names ['auc']"),
         (["run", "registry.uri=gs://bucket/models"], "'gs' is not supported"),
+        (["run", "+gate.min_metrics.pr_auc=1.5"], "gate.min_metrics.pr_auc=1.5 can never be met"),
+        (["run", "+gate.min_metrics.ece=-0.1"], "gate.min_metrics.ece=-0.1 can never be met"),
     ],
 )
 def test_bad_input_ends_with_one_clear_line(args, expected, tmp_path):
@@ -64,6 +66,14 @@ def test_bad_input_ends_with_one_clear_line(args, expected, tmp_path):
     assert len(lines) == 1, result.stderr
     assert expected in lines[0]
     assert lines[0].startswith(f"kfkit {args[0]}: error:")
+
+
+def test_unwritable_registry_fails_before_training(tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    result = _kfkit("run", f"registry.uri=file://{tmp_path}/a-file/registry", f"work_dir={tmp_path / 'work'}")
+    assert result.returncode == 2, result.stderr
+    assert f"registry.uri=file://{tmp_path}/a-file/registry is not writable" in result.stderr
+    assert not (tmp_path / "work" / "pipeline_root").exists()
 
 
 def test_busy_port_fails_before_training(tmp_path):
@@ -105,7 +115,7 @@ def test_manifest_renders_crd_valid_kserve_resources(tmp_path):
     assert [d["kind"] for d in docs] == ["ServingRuntime", "InferenceService"]
     isvc = docs[1]
     assert isvc["metadata"]["name"] == "fraud-mlp"
-    assert isvc["spec"]["predictor"]["model"]["storageUri"] == "s3://kfkit-models/fraud-mlp/3"
+    assert isvc["spec"]["predictor"]["model"]["storageUri"] == "s3://kfkit-models/fraud-mlp/3/"  # with the slash
     _assert_crd_valid(result.stdout, tmp_path)
 
 
@@ -128,6 +138,12 @@ def test_bench_passes_its_options_to_the_benchmark():
         assert f"usage: kfkit bench {target}" in result.stdout and option in result.stdout
     bad = _kfkit("bench", "train", "--rows", "many")
     assert bad.returncode == 2 and "--rows" in bad.stderr
+
+
+def test_manifest_refuses_a_model_uri_that_is_not_a_version():
+    result = _kfkit("manifest", "--storage-uri", "s3://bucket/model/")
+    assert result.returncode == 2
+    assert "'s3://bucket/model/' is not a published version" in result.stderr
 
 
 def test_manifest_refuses_a_local_registry_uri():

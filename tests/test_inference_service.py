@@ -101,7 +101,7 @@ def test_inference_service_metadata_and_predictor(cfg):
     assert model["modelFormat"] == {"name": "kfkit", "version": "1"}
     assert model["runtime"] == "kfkit"
     assert model["protocolVersion"] == "v2"
-    assert model["storageUri"] == URI
+    assert model["storageUri"] == URI + "/"  # a version folder, written with its slash
     assert model["resources"] == {
         "requests": {"cpu": "500m", "memory": "512Mi"},
         "limits": {"cpu": "1", "memory": "1Gi"},
@@ -236,9 +236,20 @@ def test_local_storage_uri_says_to_publish_to_s3(cfg):
         build_inference_service(cfg, storage_uri="file:///home/me/.kfkit/registry/m/1")
 
 
-@pytest.mark.parametrize("uri", ["s3://b/m/1", "gs://b/m/1", "pvc://claim/m/1", "https://host/m/1.tar.gz"])
-def test_supported_storage_uris(cfg, uri):
-    assert build_inference_service(cfg, storage_uri=uri)["spec"]["predictor"]["model"]["storageUri"] == uri
+@pytest.mark.parametrize(
+    ("uri", "written"),
+    [("s3://b/m/1", "s3://b/m/1/"), ("gs://b/m/1/", "gs://b/m/1/"), ("pvc://claim/m/12", "pvc://claim/m/12/"),
+     ("https://host/m/1.tar.gz", "https://host/m/1.tar.gz")],
+)  # fmt: skip
+def test_supported_storage_uris(cfg, uri, written):
+    """A version folder is written with its slash: KServe lists by prefix, so s3://b/m/1 would match …/10/."""
+    assert build_inference_service(cfg, storage_uri=uri)["spec"]["predictor"]["model"]["storageUri"] == written
+
+
+@pytest.mark.parametrize("uri", ["s3://bucket/model/", "s3://bucket/m/01", "gs://b/m/v2", "pvc://claim/7"])
+def test_storage_uri_must_be_a_published_version(cfg, uri):
+    with pytest.raises(ConfigError, match=r"is not a published version: it must end in <model name>/<version>"):
+        build_inference_service(cfg, storage_uri=uri)
 
 
 @pytest.mark.parametrize(
@@ -271,7 +282,7 @@ def test_version_label(cfg):
         return isvc["metadata"]["labels"].get("app.kubernetes.io/version")
 
     assert label("s3://b/m/7/") == "7"
-    assert label("gs://b/m/v 2+rc") == "v-2-rc"  # derived values are tidied, not rejected
+    assert label("https://host/m/v 2+rc") == "v-2-rc"  # derived values are tidied, not rejected
     assert label("s3://b/m/7", "2024.06") == "2024.06"
     with pytest.raises(ConfigError, match="model_version='-bad'"):
         label("s3://b/m/7", "-bad")

@@ -58,6 +58,7 @@ MOVED_HTTP_PORT = 8082  # REST port in grpc-v2 mode, when gRPC takes the routed 
 
 _NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 _MAX_NAME = 47  # Knative appends "-predictor" and then "-00001" to it, and a revision name is a DNS label
+_VERSION = re.compile(r"[1-9][0-9]{0,17}")  # a registry version number (kfkit.registry)
 _LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 
 
@@ -155,7 +156,7 @@ def build_inference_service(
     d = cfg.deploy
     name = model_name if model_name is not None else cfg.model.name
     _check_name(name)
-    _check_storage_uri(storage_uri, name)
+    storage_uri = _check_storage_uri(storage_uri, name)
     version = _version_label(storage_uri, model_version)
     metric_class = _check_deploy(cfg)
 
@@ -260,17 +261,30 @@ def _check_name(name: str) -> None:
         )
 
 
-def _check_storage_uri(uri: str, name: str) -> None:
+def _check_storage_uri(uri: str, name: str) -> str:
+    """The storage URI as KServe should get it: a registry version folder, written with its trailing slash.
+
+    KServe's storage initializer lists an object-store URI by prefix, so ``…/1`` would also download
+    ``…/10/``: s3://, gs:// and pvc:// URIs must end in ``<name>/<version>`` and are written with the slash.
+    """
     scheme_ok = isinstance(uri, str) and uri.startswith(STORAGE_SCHEMES)
     if scheme_ok and uri.split("://", 1)[1].strip("/"):
-        return
+        if uri.startswith("https://"):  # an archive or a single file: no prefix listing
+            return uri
+        parts = uri.split("://", 1)[1].rstrip("/").split("/")
+        if len(parts) >= 3 and _VERSION.fullmatch(parts[-1]):
+            return uri.rstrip("/") + "/"
+        raise ConfigError(
+            f"storage_uri={uri!r} is not a published version: it must end in <model name>/<version> "
+            f"(a positive integer), e.g. s3://kfkit-models/{name}/1/; `kfkit registry list` shows the versions"
+        )
     hint = ""
     if isinstance(uri, str) and uri.startswith(("file://", "/", ".")):
         hint = "; a local path is not readable from the cluster: publish the version to an S3 registry first"
     raise ConfigError(
         f"storage_uri={uri!r} is not a location KServe can download from: use "
         f"{', '.join(s + '...' for s in STORAGE_SCHEMES)} pointing at the published version folder "
-        f"(e.g. s3://kfkit-models/{name}/1){hint}"
+        f"(e.g. s3://kfkit-models/{name}/1/){hint}"
     )
 
 
