@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("--no-serve", action="store_true", help="stop the model server once the smoke test passed")
+    run.add_argument(
+        "--verbose",
+        action="store_true",
+        help="echo every step's output as kfp.local prints it (default: one line per step; all of it goes to "
+        "the run's pipeline.log either way)",
+    )
     run.add_argument("--summary-json", metavar="PATH", help="write the run summary (model, version, metrics, URLs)")
     run.add_argument("overrides", nargs="*", metavar="OVERRIDE", help=_OVERRIDES_HELP)
 
@@ -243,7 +249,7 @@ def _run(args: argparse.Namespace) -> int:
           f"{cfg.training.nproc} process(es); outputs in {cfg.work_dir}", flush=True)  # fmt: skip
     started = time.time()
     try:
-        summary = run_local(cfg)
+        summary = run_local(cfg, verbose=args.verbose)
     except BaseException:
         _stop_servers_started_since(Path(cfg.work_dir), started)
         raise
@@ -277,8 +283,20 @@ def _print_summary(summary: dict) -> None:
         f"  V1 REST   {summary['urls']['v1_predict']}\n"
         f"  V2 REST   {summary['urls']['v2_infer']}\n"
         f"  V2 gRPC   {summary['urls']['grpc']}\n"
+        f"{_files_lines(summary.get('files', {}))}"
         f"\nTry it:\n  {summary['curl']}"
     )
+
+
+def _files_lines(files: dict) -> str:
+    """Where the report, the plots and the logs are, one line each."""
+    lines = [
+        ("report", files.get("report")),
+        ("plots", "  ".join(files.get("plots", []))),
+        ("run log", files.get("run_log")),
+        ("server log", files.get("server_log")),
+    ]
+    return "".join(f"  {label:<10}{value}\n" for label, value in lines if value)
 
 
 def _wait_for_interrupt(pid: int) -> None:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from kfkit.errors import ServingError
+from kfkit.model.names import LABEL, PROBABILITY
 
 __all__ = ["run_smoke_test", "TOLERANCE"]
 
@@ -45,13 +46,13 @@ def run_smoke_test(
     offline = float(score(features)[0])
     response = infer_v2(endpoint, features.tolist())
     outputs = {out["name"]: out for out in response.get("outputs", [])}
-    if "probability" not in outputs:
-        raise ServingError(f"{endpoint.v2_url} answered without a 'probability' output: {json.dumps(response)[:300]}")
-    served = float(outputs["probability"]["data"][0])
+    if PROBABILITY not in outputs:
+        raise ServingError(f"{endpoint.v2_url} answered without a {PROBABILITY!r} output: {json.dumps(response)[:300]}")
+    served = float(outputs[PROBABILITY]["data"][0])
     if abs(served - offline) > TOLERANCE:
         raise ServingError(f"{endpoint.v2_url} answered probability {served}, the offline model gives {offline}")
-    if "label" in outputs and abs(offline - spec.threshold) > TOLERANCE:
-        label, expected = int(outputs["label"]["data"][0]), int(offline >= spec.threshold)
+    if LABEL in outputs and abs(offline - spec.threshold) > TOLERANCE:
+        label, expected = int(outputs[LABEL]["data"][0]), int(offline >= spec.threshold)
         if label != expected:
             raise ServingError(
                 f"{endpoint.v2_url} answered label {label} for probability {served}; at the published threshold "
@@ -79,6 +80,11 @@ def run_smoke_test(
         # str(np.float32) is the shortest text that reads back as the same float32: a short curl line.
         "curl": endpoint.curl_example([float(str(v)) for v in features[0]]),
         "smoke_test": {"probability": served, "offline_probability": offline},
+        "files": {  # what a person looks at next: the report, the plots, the server's log
+            "report": str(Path(evaluation_dir) / "report.html"),
+            "plots": [str(Path(evaluation_dir) / f"{name}.png") for name in ("roc", "pr", "calibration")],
+            "server_log": str(endpoint.log_path),
+        },
     }
     if gate_path is not None and Path(gate_path).is_file():
         gate = json.loads(Path(gate_path).read_text())

@@ -50,6 +50,14 @@ def test_default_run_reaches_published_accuracy_and_stops_server(tmp_path, free_
         assert step in result.stdout, step  # progress output of every step
     assert "curl" in result.stdout
     assert not _port_open(http_port)  # --no-serve stopped the server
+    # One line per step and the summary on screen; kfp.local's echo of every step's input in the run's log
+    assert len(result.stdout.splitlines()) < 60, result.stdout
+    assert "executor_input" not in result.stdout
+    run_log = Path(summary["files"]["run_log"])
+    assert run_log.name == "pipeline.log" and "executor_input" in run_log.read_text()
+    for label, path in (("report", summary["files"]["report"]), ("run log", str(run_log))):
+        assert Path(path).is_file() and f"{label:<10}{path}" in result.stdout, label  # the summary says where
+    assert all(Path(plot).is_file() for plot in summary["files"]["plots"])
 
 
 def test_served_endpoint_answers_clients_until_ctrl_c(tmp_path, free_port):
