@@ -103,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     comp.add_argument("-o", "--output", default="kfkit-training.yaml", help="output file (default kfkit-training.yaml)")
+    comp.add_argument(
+        "--allow-local-paths",
+        action="store_true",
+        help="compile with a file:// registry and this machine's work_dir (only where every pod mounts them); "
+        "without it, a file:// registry is refused: use registry=s3",
+    )
     comp.add_argument("overrides", nargs="*", metavar="OVERRIDE", help=_OVERRIDES_HELP)
 
     manifest = sub.add_parser(
@@ -361,10 +367,22 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _compile(args: argparse.Namespace) -> int:
-    from kfkit.config import to_dict
+    from kfkit.config import compose, to_dict
+    from kfkit.errors import ConfigError
     from kfkit.pipelines.compile import compile_pipeline
 
-    cfg = _compose(args.overrides)
+    cfg = compose(args.overrides)
+    local_registry = cfg.registry.uri.startswith("file://") or "://" not in cfg.registry.uri
+    if local_registry and not args.allow_local_paths:
+        raise ConfigError(
+            f"registry.uri={cfg.registry.uri} is a folder on this machine, which the cluster's pipeline pods cannot "
+            "read: compile with an S3 registry (registry=s3 registry.uri=s3://BUCKET/PREFIX "
+            "[registry.endpoint=http://…]), or pass --allow-local-paths if every pod mounts this path"
+        )
+    if local_registry:
+        cfg = _compose(args.overrides)  # absolute paths, as on this machine
+        print(f"kfkit compile: warning: the pipeline's defaults hold this machine's paths (registry.uri="
+              f"{cfg.registry.uri}, work_dir={cfg.work_dir})", file=sys.stderr)  # fmt: skip
     out = compile_pipeline(args.output, to_dict(cfg))
     print(f"kfkit compile: wrote {out}")
     return 0
@@ -413,11 +431,12 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _show_config(args: argparse.Namespace) -> int:
+    import dataclasses
+
     import yaml
 
-    from kfkit.config import to_dict
-
-    print(yaml.safe_dump(to_dict(_compose(args.overrides)), sort_keys=False), end="")
+    # Every key, empty ones as null: a user finds registry.endpoint or serving.payload_log_url here.
+    print(yaml.safe_dump(dataclasses.asdict(_compose(args.overrides)), sort_keys=False), end="")
     return 0
 
 

@@ -101,11 +101,31 @@ def test_config_prints_composed_values():
 
 def test_compile_writes_ir_yaml(tmp_path):
     out = tmp_path / "pipeline.yaml"
-    result = _kfkit("compile", "-o", str(out), "training.epochs=4")
+    result = _kfkit("compile", "-o", str(out), "training.epochs=4", "registry=s3", "registry.uri=s3://models/team")
     assert result.returncode == 0, result.stderr
     spec = yaml.safe_load(out.read_text())
     assert spec["pipelineInfo"]["name"] == "kfkit-training"
     assert spec["root"]["inputDefinitions"]["parameters"]["config"]["defaultValue"]["training"]["epochs"] == 4
+
+
+def test_compile_refuses_this_machines_paths_unless_allowed(tmp_path):
+    out = tmp_path / "pipeline.yaml"
+    refused = _kfkit("compile", "-o", str(out))
+    assert refused.returncode == 2 and not out.exists()
+    assert "registry.uri=file://" in refused.stderr and "registry=s3" in refused.stderr
+    allowed = _kfkit("compile", "-o", str(out), "--allow-local-paths")
+    assert allowed.returncode == 0, allowed.stderr
+    assert "warning: the pipeline's defaults hold this machine's paths" in allowed.stderr
+    s3 = _kfkit("compile", "-o", str(out), "registry=s3", "registry.uri=s3://models/team")
+    defaults = yaml.safe_load(out.read_text())["root"]["inputDefinitions"]["parameters"]["config"]["defaultValue"]
+    assert s3.returncode == 0 and "warning" not in s3.stderr
+    assert defaults["work_dir"] == ".kfkit"  # relative: the pod's own working directory
+
+
+def test_config_shows_empty_keys_as_null():
+    cfg = yaml.safe_load(_kfkit("config").stdout)
+    assert cfg["registry"]["endpoint"] is None and cfg["dataset"]["path"] is None
+    assert "payload_log_url" in cfg["serving"] and cfg["serving"]["payload_log_url"] is None
 
 
 def test_manifest_renders_crd_valid_kserve_resources(tmp_path):

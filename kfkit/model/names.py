@@ -1,4 +1,7 @@
-"""The names a kfkit model's inputs, outputs and files go by, in one place (light: no torch, no tensorflow)."""
+"""The names a kfkit model's inputs, outputs and signature go by, in one place (light: no torch, no tensorflow).
+
+The names of the files in a model folder are in :mod:`kfkit.model.spec`.
+"""
 
 from __future__ import annotations
 

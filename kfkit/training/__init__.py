@@ -1,1 +1,1 @@
-"""Training: the torchrun launcher and the DDP worker it starts."""
+"""Training: the launcher, the PyTorch DDP trainer its torchrun workers run, and the Keras trainer."""

@@ -2,7 +2,8 @@
 
 A checkpoint is one ``torch.save`` of a dict holding only tensors and primitives (model, optimizer,
 scheduler and loss-scaler state dicts, the epoch and step reached, early-stopping state, and every
-rank's random number generator states), so :func:`load_checkpoint` can use ``weights_only=True``.
+rank's random number generator states), so :func:`load_checkpoint` can use ``weights_only=True``. Its
+fingerprint (:func:`run_fingerprint`) says which run it continues; another run refuses it.
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kfkit.errors import TrainingError
+
+if TYPE_CHECKING:
+    from kfkit.config import KfkitConfig
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -22,6 +26,8 @@ __all__ = [
     "load_checkpoint",
     "rng_state",
     "set_rng_state",
+    "run_fingerprint",
+    "check_fingerprint",
 ]
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -128,3 +134,39 @@ def set_rng_state(state: dict[str, Any], device: str) -> None:
     )
     python_state = state["python"]
     random.setstate((python_state["version"], tuple(python_state["internal"]), python_state["gauss_next"]))
+
+
+def run_fingerprint(cfg: KfkitConfig, *, world_size: int, precision: str, rows: int, features: list[str]) -> dict:
+    """What must match for a checkpoint to continue this run exactly (log and timeout settings need not)."""
+    t = cfg.training
+    return {
+        "world_size": world_size,
+        "rows": rows,
+        "features": list(features),
+        "hidden_dims": list(cfg.model.hidden_dims),
+        "dropout": cfg.model.dropout,
+        "precision": precision,
+        **{k: getattr(t, k) for k in ("epochs", "batch_size", "learning_rate", "weight_decay", "pos_weight", "seed")},
+        "early_stopping_patience": t.early_stopping_patience,
+    }
+
+
+def check_fingerprint(checkpoint: dict[str, Any], fingerprint: dict[str, Any], path: Path) -> None:
+    """Refuse a checkpoint written by a run that differs from this one in anything :func:`run_fingerprint` holds.
+
+    Raises:
+        TrainingError: the fingerprints differ; the message names each difference.
+    """
+    found = checkpoint.get("fingerprint", {})
+    differ = {k: (found.get(k), v) for k, v in fingerprint.items() if found.get(k) != v}
+    if differ:
+        detail = ", ".join(f"{k}: checkpoint {_short(old)} vs now {_short(new)}" for k, (old, new) in differ.items())
+        raise TrainingError(
+            f"{path} was written by a different training run ({detail}); delete it to train from scratch, "
+            "or set training.checkpoint_dir to another folder"
+        )
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -1,13 +1,13 @@
-"""Validation metrics computed in torch on the training device (no sklearn import, no host round trip per row)."""
+"""Validation computed in torch on the training device (no sklearn import, no host round trip per row)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["average_precision"]
+__all__ = ["average_precision", "validate"]
 
 
 def average_precision(labels: torch.Tensor, scores: torch.Tensor) -> float:
@@ -35,3 +35,17 @@ def average_precision(labels: torch.Tensor, scores: torch.Tensor) -> float:
     recall = true_pos / positives
     recall_gain = torch.diff(recall, prepend=recall.new_zeros(1))
     return float((recall_gain * precision).sum())
+
+
+def validate(model: torch.nn.Module, loss_fn: Any, x_val: torch.Tensor, y_val: torch.Tensor) -> tuple[float, float]:
+    """Validation loss and PR-AUC in fp32 (the precision the exported model serves in)."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        logits = model(x_val)
+        loss = float(loss_fn(logits, y_val))
+        pr_auc = average_precision(y_val, logits)  # a monotone transform of the scores: same ranking
+    model.train(was_training)
+    return loss, pr_auc

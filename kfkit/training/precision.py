@@ -1,15 +1,37 @@
-"""Mixed precision: turn training.precision into an autocast dtype for the device, or refuse clearly."""
+"""Where and how precisely a worker trains: the device and backend, and training.precision as an autocast dtype."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from kfkit.errors import ConfigError
+from kfkit.errors import ConfigError, TrainingError
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["check_precision", "resolve_precision"]
+__all__ = ["device_and_backend", "check_precision", "resolve_precision"]
+
+
+def device_and_backend(device_choice: str, backend_choice: str) -> tuple[str, str]:
+    """training.device and training.backend resolved here: ``auto`` is CUDA and NCCL where torch sees a GPU.
+
+    Raises:
+        TrainingError: CUDA or NCCL was asked for where there is no CUDA device.
+    """
+    import torch
+
+    device = device_choice
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device == "cuda" and not torch.cuda.is_available():
+        raise TrainingError(
+            f"training.device=cuda but torch {torch.__version__} sees no CUDA device here; "
+            "use training.device=auto or cpu, or run on a GPU node"
+        )
+    backend = backend_choice if backend_choice != "auto" else ("nccl" if device == "cuda" else "gloo")
+    if backend == "nccl" and device != "cuda":
+        raise TrainingError("training.backend=nccl needs CUDA devices; use training.backend=gloo (or auto) on the CPU")
+    return device, backend
 
 
 def check_precision(precision: str, device: str) -> None:

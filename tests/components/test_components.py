@@ -86,9 +86,9 @@ def test_prep_train_evaluate_gate_publish_chain(tmp_path, make_config):
 
     # A candidate whose test metrics fall below the floor is stopped, with every reason in one line.
     strict = json.loads(json.dumps(config))
-    strict["gate"]["min_metrics"] = {"roc_auc": 1.01}
+    strict["gate"]["min_metrics"] = {"ece": 0.0}  # a ceiling no model meets (1.01 floors are refused up front)
     third = _gate_outputs(tmp_path, "3")
-    with pytest.raises(GateFailed, match=r"gate rejected breast-cancer-mlp: roc_auc .* < floor 1.01"):
+    with pytest.raises(GateFailed, match=r"gate rejected breast-cancer-mlp: ece .* > ceiling 0"):
         gate.python_func(config=strict, prepared=prepared, evaluation=outputs["evaluation"], **third)
     assert json.loads((tmp_path / "gate-3.json").read_text())["passed"] is False  # the decision is still written
     assert third["decision"].metadata["passed"] is False

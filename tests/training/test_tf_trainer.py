@@ -92,8 +92,8 @@ def test_saved_model_signature_is_what_tf_serving_calls(trained):
 def test_scorer_matches_the_in_memory_model_and_runs_are_reproducible(prepared, tmp_path):
     import tensorflow as tf
 
-    from kfkit.model.keras import load_tf_scorer
-    from kfkit.training.tf_trainer import export_saved_model, fit_tf_model
+    from kfkit.model.keras import export_saved_model, load_tf_scorer
+    from kfkit.training.tf_trainer import fit_tf_model
 
     cfg = compose(["model.framework=tensorflow", "training.epochs=2"])
     run = fit_tf_model(prepared, cfg)
