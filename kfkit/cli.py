@@ -393,7 +393,7 @@ def _manifest(args: argparse.Namespace) -> int:
 
     cfg = _compose(["deploy=kserve", *args.overrides])
     if args.training_job:
-        from kfkit.training.cluster import render_training_job
+        from kfkit.training.jobs import render_training_job
 
         print(render_training_job(cfg, args.training_job), end="")
         return 0

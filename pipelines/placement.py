@@ -42,7 +42,7 @@ def apply_train_placement(task: PipelineTask, cfg: KfkitConfig) -> PipelineTask:
     """
     from kfp import kubernetes
 
-    from kfkit.training.cluster import SHARED_MOUNT, SHARED_PVC
+    from kfkit.training.jobs import SHARED_MOUNT, SHARED_PVC
 
     cluster = cfg.training.cluster
     if cluster.launcher == "local":

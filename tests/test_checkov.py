@@ -151,7 +151,7 @@ def tools() -> dict[str, Path]:
 def render_sets(tools: dict[str, Path]) -> dict[str, list[dict[str, Any]]]:
     """Every rendered set kfkit can apply: set name -> its documents."""
     from kfkit.config import compose
-    from kfkit.training.cluster import render_training_job
+    from kfkit.training.jobs import render_training_job
 
     sets: dict[str, str] = {}
     for scenario in SCENARIOS:

@@ -16,7 +16,7 @@ import yaml
 
 from kfkit.config import compose
 from kfkit.deploy.inference_service import build_inference_service, build_serving_runtime
-from kfkit.training.cluster import JOB_KINDS, SHARED_PVC, build_training_job
+from kfkit.training.jobs import JOB_KINDS, SHARED_PVC, build_training_job
 
 pytestmark = pytest.mark.slow
 
@@ -40,9 +40,8 @@ def tools() -> dict[str, Path]:
         ["bash", str(REPO / "scripts" / "install_k8s_tools.sh")], capture_output=True, text=True, timeout=300
     )
     if result.returncode != 0:
-        pytest.skip(
-            f"missing tool: scripts/install_k8s_tools.sh failed, no helm/kubectl: {(result.stderr or result.stdout)[-500:]}"
-        )
+        output = (result.stderr or result.stdout)[-500:]
+        pytest.skip(f"missing tool: scripts/install_k8s_tools.sh failed, no helm/kubectl: {output}")
     bin_dir = Path(os.environ.get("KFKIT_TOOLS_DIR") or REPO / ".tools") / "bin"  # as the script decides
     return {"helm": bin_dir / "helm", "kubectl": bin_dir / "kubectl"}
 

@@ -9,7 +9,7 @@ from kfp import compiler, dsl
 from kfkit.config import KfkitConfig, compose, from_dict, to_dict
 from kfkit.errors import ConfigError
 from kfkit.pipelines.placement import apply_train_placement
-from kfkit.training.cluster import SHARED_MOUNT, SHARED_PVC
+from kfkit.training.jobs import SHARED_MOUNT, SHARED_PVC
 
 TAINTS = [
     {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},

@@ -16,15 +16,8 @@ import yaml
 
 from kfkit.config import KfkitConfig, compose, from_dict, to_dict
 from kfkit.errors import ConfigError, TrainingError
-from kfkit.training.cluster import (
-    SHARED_MOUNT,
-    build_training_job,
-    job_name,
-    job_paths,
-    render_training_job,
-    submit_and_wait,
-    train_on_cluster,
-)
+from kfkit.training.cluster import submit_and_wait, train_on_cluster
+from kfkit.training.jobs import SHARED_MOUNT, build_training_job, job_name, job_paths, render_training_job
 
 REPO = Path(__file__).resolve().parents[2]
 CRDS = REPO.parent / "shared" / "crds"  # CI clones the repo with shared/ beside it
@@ -109,7 +102,10 @@ def pod_spec_of(job: dict) -> dict:
 
 
 def test_import_loads_no_heavy_library():
-    code = "import sys, kfkit.training.cluster; print(sorted({'torch', 'tensorflow', 'kubernetes'} & set(sys.modules)))"
+    code = (
+        "import sys, kfkit.training.cluster, kfkit.training.jobs; "
+        "print(sorted({'torch', 'tensorflow', 'kubernetes'} & set(sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
