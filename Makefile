@@ -63,13 +63,14 @@ format: $(VENV)/.installed  ## apply ruff's formatting and fixes
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# The harness is scripts/bench (python -m scripts.bench.<serve|train|grpc_floor> from here), not in the wheel.
 bench: bench-train bench-serve  ## both benchmarks (results and method: docs/benchmarks.md)
 
 bench-train: $(VENV)/.installed  ## training throughput, 1 vs 2 DDP processes (ARGS="--rows 1000000 ...")
-	$(VENV)/bin/python scripts/bench_train.py $(ARGS)
+	$(VENV)/bin/kfkit bench train $(ARGS)
 
 bench-serve: $(VENV)/.installed $(MLSERVER_VENV)/.installed  ## serving load test vs MLServer (ARGS="--full")
-	$(VENV)/bin/python scripts/bench_serve.py $(ARGS)
+	$(VENV)/bin/kfkit bench serve $(ARGS)
 
 lock:  ## re-resolve the lock files from requirements/*.in (then commit them)
 	for env in main drift mlserver checkov; do \

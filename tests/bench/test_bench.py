@@ -8,8 +8,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from kfkit.serving.bench import PRESETS, mlserver_python, render_markdown, run_bench
-from kfkit.serving.bench_load import HttpTarget, run_http_closed, run_http_open, run_wrk, wrk_available
+from scripts.bench.load import HttpTarget, run_http_closed, run_http_open
+from scripts.bench.report import render_markdown
+from scripts.bench.run import run_bench
+from scripts.bench.servers import mlserver_python
+from scripts.bench.settings import PRESETS
+from scripts.bench.wrk import run_wrk, wrk_available
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -95,10 +99,10 @@ def test_tensorflow_twin_is_the_same_model_and_loads_as_tensorflow(tmp_path):
 
     from kfkit.model import load_scorer, load_spec
     from kfkit.registry import resolve
-    from kfkit.serving.bench import _publish_model, _publish_tf_twin
+    from scripts.bench.fixtures import publish_model, publish_tf_twin
 
-    model = _publish_model(tmp_path)
-    twin = _publish_tf_twin(tmp_path, model)
+    model = publish_model(tmp_path)
+    twin = publish_tf_twin(tmp_path, model)
     folder = resolve(twin.uri)  # digests verified, as the server loads it
     assert load_spec(folder).framework == "tensorflow"
     score, _ = load_scorer(folder)

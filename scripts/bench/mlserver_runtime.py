@@ -1,10 +1,10 @@
 """The peer in ``kfkit bench serve``: an MLServer 1.7.1 runtime that serves a kfkit MLP's exact weights.
 
 This file runs inside ``.venv-mlserver`` (MLServer cannot share kserve 0.20's environment), never in kfkit's
-own: the bench copies it next to MLServer's ``model-settings.json`` and names it as the implementation.
-It imports nothing from kfkit and rebuilds the network from ``model.json`` + ``model.safetensors`` the way
-``kfkit.model.build_model`` does, so both servers compute the same function; the bench checks that they
-answer the same probabilities before it measures anything.
+own: the bench (``servers.mlserver_server``) copies it next to MLServer's ``model-settings.json`` and names it
+as the implementation. It imports nothing from kfkit or from this folder and rebuilds the network from
+``model.json`` + ``model.safetensors`` the way ``kfkit.model.build_model`` does, so both servers compute the
+same function; the bench checks that they answer the same probabilities before it measures anything.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Training throughput: samples/s of 1 and 2 torchrun processes on the synthetic fraud data, side by side.
 
 Usage: kfkit bench train [--rows 1000000] [--epochs 1] [--repeats 3] [--batch-size 1024]
+       (from a source checkout's root: python -m scripts.bench.train ...)
 
 Prepares the data once (cached under .kfkit/bench), then runs 1-process and 2-process (gloo) training
 alternately (1/2/1/2/...) so drift in machine load hits both alike, and reports per configuration the
@@ -14,31 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-
-def _machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        model = next(
-            (line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")), model
-        )
-    except OSError:
-        pass
-    import torch
-
-    return (
-        f"{model}, {os.cpu_count()} logical cores, python {platform.python_version()}, torch {torch.__version__}, "
-        f"load average {os.getloadavg()[0]:.2f} at start"
-    )
+from .report import machine_line, train_table
 
 
 def _prepared(rows: int, seed: int, cache: Path, base: list[str]):
@@ -103,7 +87,7 @@ def main(argv: list[str] | None = None, *, prog: str = "kfkit bench train") -> i
     command = " ".join([prog, *(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))])
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the launcher keeps a value that is already set
-    machine = _machine()
+    machine = machine_line()
     nprocs = [int(n) for n in args.nprocs.split(",")]
     data = ["dataset=synthetic_fraud", f"dataset.n_rows={args.rows}", f"dataset.seed={args.seed}"]
     prepared = _prepared(args.rows, args.seed, Path(args.cache), data)
@@ -134,7 +118,6 @@ def main(argv: list[str] | None = None, *, prog: str = "kfkit bench train") -> i
                     flush=True,
                 )
     medians = {n: statistics.median(v) for n, v in rates.items()}
-    first = medians[nprocs[0]]
     print(f"\ncommand: {command}")
     print(f"machine: {machine}")
     print(
@@ -143,14 +126,7 @@ def main(argv: list[str] | None = None, *, prog: str = "kfkit bench train") -> i
         f"default MLP {compose(base).model.hidden_dims}, intra-op threads per process: "
         f"{args.threads or 'all cores for 1 process, 1 each for more'}\n"
     )
-    print("| processes | samples/s (median) | per process | vs 1 process | runs | test PR-AUC | test ROC-AUC |")
-    print("|---|---|---|---|---|---|---|")
-    for n, rate in medians.items():
-        runs = " / ".join(f"{r:,.0f}" for r in rates[n])
-        print(
-            f"| {n} | {rate:,.0f} | {rate / n:,.0f} | {rate / first:.2f}x | {runs} | "
-            f"{quality[n]['pr_auc']:.4f} | {quality[n]['roc_auc']:.4f} |"
-        )
+    print(train_table(medians, rates, quality))
     if args.json:
         Path(args.json).write_text(
             json.dumps(
@@ -172,4 +148,4 @@ def main(argv: list[str] | None = None, *, prog: str = "kfkit bench train") -> i
 
 
 if __name__ == "__main__":
-    sys.exit(main(prog="python -m kfkit.training.bench"))
+    sys.exit(main(prog="python -m scripts.bench.train"))
