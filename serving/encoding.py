@@ -16,7 +16,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
-from kfkit.serving.validation import BINARY_HEADER, V2_OUTPUTS, CloudEventRequest, ParsedRequest
+from kfkit.model.names import INPUT_NAME, LABEL, PROBABILITY, V2_OUTPUTS
+from kfkit.serving.cloudevents import CloudEventRequest
+from kfkit.serving.tensors import ParsedRequest
+from kfkit.serving.v2_protocol import BINARY_HEADER
 
 if TYPE_CHECKING:
     from kserve.protocol.grpc.grpc_predict_v2_pb2 import ModelInferResponse
@@ -24,7 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["ResponseEncoder", "error_body", "cloudevent_response"]
 
 _DATATYPES = dict(V2_OUTPUTS)
-_OUTPUT_DTYPES = {"probability": np.dtype("<f4"), "label": np.dtype("<i8")}
+_OUTPUT_DTYPES = {PROBABILITY: np.dtype("<f4"), LABEL: np.dtype("<i8")}
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
 
@@ -46,17 +49,18 @@ class ResponseEncoder:
 
     def v1(self, probabilities: np.ndarray, labels: np.ndarray) -> bytes:
         """``{"predictions": [{"probability": p, "label": y}, ...]}``."""
+        probability, label = PROBABILITY, LABEL  # locals: read once per row below
         return orjson.dumps(
             {
                 "predictions": [
-                    {"probability": p, "label": y} for p, y in zip(probabilities.tolist(), labels.tolist(), strict=True)
+                    {probability: p, label: y} for p, y in zip(probabilities.tolist(), labels.tolist(), strict=True)
                 ]
             }
         )
 
     def v2_dict(self, request: ParsedRequest, probabilities: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
         """The V2 JSON response as a dict (numpy arrays as data; binary outputs are left out)."""
-        arrays = {"probability": probabilities, "label": labels}
+        arrays = {PROBABILITY: probabilities, LABEL: labels}
         outputs = []
         for name in request.outputs:
             array = arrays[name]
@@ -83,7 +87,7 @@ class ResponseEncoder:
         header = orjson.dumps(self.v2_dict(request, probabilities, labels), option=_NUMPY)
         if not request.binary_outputs:
             return header, None
-        arrays = {"probability": probabilities, "label": labels}
+        arrays = {PROBABILITY: probabilities, LABEL: labels}
         raw = [
             arrays[name].astype(_OUTPUT_DTYPES[name], copy=False).tobytes()
             for name in request.outputs
@@ -95,14 +99,14 @@ class ResponseEncoder:
         """The gRPC ``ModelInferResponse``: raw output bytes when the request came raw, else typed contents."""
         from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
-        arrays = {"probability": probabilities, "label": labels}
+        arrays = {PROBABILITY: probabilities, LABEL: labels}
         outputs, raw = [], []
         for name in request.outputs:
             array = arrays[name]
             tensor = pb.ModelInferResponse.InferOutputTensor(name=name, datatype=_DATATYPES[name], shape=[len(array)])
             if name in request.binary_outputs:
                 raw.append(array.astype(_OUTPUT_DTYPES[name], copy=False).tobytes())
-            elif name == "probability":
+            elif name == PROBABILITY:
                 tensor.contents.fp32_contents.extend(array.tolist())
             else:
                 tensor.contents.int64_contents.extend(array.tolist())
@@ -119,7 +123,7 @@ class ResponseEncoder:
         """A V2 JSON request carrying the same batch (how a gRPC request is written to the payload log)."""
         features = request.features
         body: dict[str, Any] = {
-            "inputs": [{"name": "features", "shape": list(features.shape), "datatype": "FP32", "data": features}]
+            "inputs": [{"name": INPUT_NAME, "shape": list(features.shape), "datatype": "FP32", "data": features}]
         }
         if request.request_id:
             body["id"] = request.request_id

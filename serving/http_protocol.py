@@ -126,9 +126,6 @@ class _JsonRejection:
 
 if HttpToolsProtocol is not None:
 
-    class _HeadTooLarge(httptools.HttpParserError):
-        error_status_hint = 431
-
     class JsonHttpToolsProtocol(_JsonRejection, HttpToolsProtocol):
         """uvicorn's httptools protocol with JSON rejections, no HTTP/0.9 and a bounded request head."""
 
@@ -171,7 +168,9 @@ if HttpToolsProtocol is not None:
             if spanned > MAX_HEAD_BYTES:  # rare: large reads (a big body) or a large head
                 size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
                 if size > MAX_HEAD_BYTES:
-                    raise _HeadTooLarge(f"{size} bytes of URL and header fields")
+                    error = httptools.HttpParserError(f"{size} bytes of URL and header fields")
+                    error.error_status_hint = 431  # read by _parser_reason, as h11's own errors carry it
+                    raise error
             if self.parser.get_http_version() == "0.9":
                 # llhttp takes "GET /" as HTTP/0.9, which uvicorn would answer in HTTP/1.1 all the same.
                 raise httptools.HttpParserError("request line has no HTTP version (HTTP/0.9 is not supported)")

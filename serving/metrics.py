@@ -15,8 +15,8 @@ _ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
 REQUESTS = Counter(
     "kfkit_requests_total",
-    "Inference requests answered, by protocol (v1, v2, grpc; http: rejected before routing as malformed HTTP) "
-    "and status (HTTP status or gRPC code).",
+    "Inference requests answered, by protocol (v1, v2, grpc, tfserving-grpc; http: rejected before routing as "
+    "malformed HTTP) and status (HTTP status or gRPC code).",
     ["model", "protocol", "status"],
 )
 LATENCY = Histogram(
@@ -54,7 +54,7 @@ class ServerMetrics:
         """Bind the per-model children."""
         self.model = model
         self._requests: dict[tuple[str, str], Counter] = {}
-        self._latency = {p: LATENCY.labels(model, p) for p in ("v1", "v2", "grpc")}
+        self._latency = {p: LATENCY.labels(model, p) for p in ("v1", "v2", "grpc", "tfserving-grpc")}
         self._batch_rows = BATCH_ROWS.labels(model)
         self._batch_requests = BATCH_REQUESTS.labels(model)
         self._forward = FORWARD.labels(model)

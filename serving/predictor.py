@@ -1,36 +1,34 @@
-"""The KServe predictor: a verified kfkit model (PyTorch or TensorFlow) scored in batches off the event loop."""
+"""The one in-memory copy of the served model (PyTorch or TensorFlow), scored in batches off the event loop.
+
+Every front (REST V1/V2, V2 gRPC, TF Serving gRPC) decodes its own wire format and scores through
+:meth:`KfkitPredictor.score`, via :class:`kfkit.serving.dataplane.DataPlane`. The class is a ``kserve.Model`` so
+that KServe's server lists it and answers its health and readiness routes; KServe's ``predict`` hook is not
+used: no request reaches the model through KServe's own request path.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import kserve
 import numpy as np
-from kserve.protocol.grpc.grpc_predict_v2_pb2 import ModelInferRequest
-from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from kfkit import errors
 from kfkit.config import ServingConfig
-from kfkit.model.names import INPUT_NAME as V2_INPUT_NAME
+from kfkit.model.names import INPUT_NAME, V2_OUTPUTS
 from kfkit.serving.batching import AdaptiveBatcher
-from kfkit.serving.encoding import ResponseEncoder
-from kfkit.serving.validation import V2_OUTPUTS, ParsedRequest, RequestError, RequestValidator
 
 if TYPE_CHECKING:
     from kfkit.model import ModelSpec
     from kfkit.serving.metrics import ServerMetrics
 
-__all__ = ["KfkitPredictor", "PredictorInputError", "V2_INPUT_NAME", "V2_OUTPUTS", "FRAMEWORKS"]
+__all__ = ["KfkitPredictor", "FRAMEWORKS"]
 
 FRAMEWORKS = ("pytorch", "tensorflow")
 """Model frameworks the predictor serves (``framework`` in model.json)."""
-
-PredictorInputError = RequestError
-"""A request the model cannot score (answered 400; INVALID_ARGUMENT over gRPC)."""
 
 _DEFAULTS = ServingConfig()
 
@@ -73,8 +71,6 @@ class KfkitPredictor(kserve.Model):
         self.model_digest = ""
         self.metrics = metrics
         self.spec: ModelSpec | None = None
-        self.validator: RequestValidator | None = None
-        self.encoder: ResponseEncoder | None = None
         self._batcher: AdaptiveBatcher | None = None
         self._score_rows: Any = None
         self._threshold = 0.5
@@ -108,8 +104,6 @@ class KfkitPredictor(kserve.Model):
         self._score_rows, self.spec = _load_scorer(self.model_dir, spec.framework)
         self._threshold = float(self.spec.threshold)
         self._read_manifest()
-        self.validator = RequestValidator(self.spec.feature_names)
-        self.encoder = ResponseEncoder(self.name, self.model_version)
         self._batcher = AdaptiveBatcher(
             self._forward,
             max_batch_size=self.max_batch_size,
@@ -130,7 +124,8 @@ class KfkitPredictor(kserve.Model):
         """Probabilities (float32) and labels (int64) for a validated batch, via the batcher.
 
         Args:
-            features: Float32 array of shape (N, n_features), as :class:`RequestValidator` returns it.
+            features: Float32 array of shape (N, n_features), as :class:`~kfkit.serving.tensors.TensorChecks`
+                returns it.
         """
         probabilities = await self._batcher.submit(features)
         return probabilities, (probabilities >= self._threshold).astype(np.int64)
@@ -139,7 +134,7 @@ class KfkitPredictor(kserve.Model):
         """V2 model metadata for the one input tensor (any input name is accepted on requests)."""
         if self.spec is None:
             return []
-        return [{"name": V2_INPUT_NAME, "datatype": "FP32", "shape": [-1, self.spec.input_dim]}]
+        return [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, self.spec.input_dim]}]
 
     def get_output_types(self) -> list[dict]:
         """V2 model metadata for the output tensors."""
@@ -153,40 +148,6 @@ class KfkitPredictor(kserve.Model):
             "platform": self.framework,
             "inputs": self.get_input_types(),
             "outputs": self.get_output_types(),
-        }
-
-    async def predict(
-        self,
-        payload: dict | InferRequest | ModelInferRequest,
-        headers: dict[str, str] | None = None,  # noqa: ARG002 (KServe's hook signature)
-    ) -> dict | InferResponse:
-        """Score a V1 JSON body or a V2 inference request (KServe's hook; kfkit's server calls :meth:`score`).
-
-        Args:
-            payload: ``{"instances": [[x0, x1, ...], ...]}`` or ``{"instances": [{"feature": x, ...}, ...]}``
-                (V1), or an ``InferRequest``/``ModelInferRequest`` with one numeric input of shape
-                ``[N, n_features]`` (V2 REST and gRPC).
-            headers: Request headers (unused).
-
-        Returns:
-            ``{"predictions": [{"probability": p, "label": 0 or 1}, ...]}`` for V1; for V2 an
-            ``InferResponse`` with ``probability`` (FP32, [N]) and ``label`` (INT64, [N]).
-
-        Raises:
-            PredictorInputError: the request cannot be scored (KServe answers 400).
-        """
-        if isinstance(payload, ModelInferRequest):
-            payload = InferRequest.from_grpc(payload)
-        if isinstance(payload, InferRequest):
-            parsed = self.validator.infer_request(payload)
-            probabilities, labels = await self.score(parsed.features)
-            return self._infer_response(parsed, probabilities, labels, binary=payload.use_binary_outputs)
-        features = self.validator.v1(payload)
-        probabilities, labels = await self.score(features)
-        return {
-            "predictions": [
-                {"probability": p, "label": y} for p, y in zip(probabilities.tolist(), labels.tolist(), strict=True)
-            ]
         }
 
     def _forward(self, features: np.ndarray) -> np.ndarray:
@@ -217,24 +178,6 @@ class KfkitPredictor(kserve.Model):
         self.model_digest = f"sha256:{digest[:16]}"
         if self.model_version is None:
             self.model_version = version
-
-    def _infer_response(
-        self, parsed: ParsedRequest, probabilities: np.ndarray, labels: np.ndarray, *, binary: bool
-    ) -> InferResponse:
-        arrays = {"probability": probabilities, "label": labels}
-        datatypes = dict(V2_OUTPUTS)
-        outputs = []
-        for name in parsed.outputs:
-            output = InferOutput(name=name, shape=[len(arrays[name])], datatype=datatypes[name])
-            output.set_data_from_numpy(arrays[name], binary_data=binary)
-            outputs.append(output)
-        return InferResponse(
-            response_id=parsed.request_id or uuid.uuid4().hex,
-            model_name=self.name,
-            infer_outputs=outputs,
-            use_binary_outputs=binary,
-            model_version=self.model_version,
-        )
 
 
 def _load_scorer(model_dir: Path, framework: str) -> tuple[Any, ModelSpec]:

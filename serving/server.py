@@ -1,21 +1,22 @@
 """Entry point of the kfkit model server: verify a registry version, load it, serve it with KServe.
 
 KServe's ModelServer runs the process (uvicorn, health and readiness routes, /metrics, signals); kfkit
-puts a lean REST front (:mod:`kfkit.serving.rest`) before KServe's FastAPI app and its own V2 gRPC
-service (:mod:`kfkit.serving.grpc_service`) in place of KServe's, both scoring through one adaptive
-batcher on a worker thread.
+puts a lean REST front (:mod:`kfkit.serving.rest`) before KServe's FastAPI app, its own V2 gRPC service
+(:mod:`kfkit.serving.grpc_service`) in place of KServe's and, when asked, TF Serving's gRPC API
+(:mod:`kfkit.serving.tfserving`). All of them share one :class:`~kfkit.serving.dataplane.DataPlane`: one
+model in memory, one adaptive batcher on a worker thread, one set of metrics and one payload logger.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import json
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import kserve
 from kserve import model_server
@@ -25,6 +26,7 @@ from kfkit.config import SERVER_OPTIONS, ServingConfig, check_serving
 from kfkit.deploy.local import ensure_port_free
 from kfkit.errors import ConfigError, KfkitError
 from kfkit.registry import resolve
+from kfkit.serving.dataplane import DataPlane
 from kfkit.serving.predictor import KfkitPredictor
 
 __all__ = ["build_parser", "main"]
@@ -37,7 +39,9 @@ _EPILOG = """\
 Routes (REST): POST /v1/models/<name>:predict, POST /v2/models/<name>/infer (JSON, the binary tensor
 extension, or a CloudEvent), GET /v2/models/<name> (metadata), GET /v2/health/ready, GET /metrics
 (Prometheus: kfkit_requests_total, kfkit_request_duration_seconds, kfkit_batch_rows, kfkit_forward_seconds,
-kfkit_payload_log_events_total, kfkit_model_info). gRPC: inference.GRPCInferenceService on --grpc_port.
+kfkit_payload_log_events_total, kfkit_model_info). gRPC: inference.GRPCInferenceService on --grpc_port;
+tensorflow.serving.PredictionService on --tfserving-grpc-port, if set. Every front scores through the same
+checks, batcher, model, metrics and payload log.
 A request that cannot be scored gets a 4xx with {"error": "..."} (gRPC: INVALID_ARGUMENT) naming the problem.
 """
 
@@ -146,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ensure_port_free(args.host, args.http_port, "--http_port")
         if args.enable_grpc:
             ensure_port_free(args.host, args.grpc_port, "--grpc_port")
+        if args.tfserving_grpc_port:
+            ensure_port_free(args.host, args.tfserving_grpc_port, "--tfserving-grpc-port")
         model_dir = resolve(args.model_uri)
         model_name = args.model_name or _stored_name(model_dir)
         metrics = ServerMetrics(model_name)
@@ -158,7 +164,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             metrics=metrics,
         )
         predictor.load()
-        tfserving = _start_tfserving(args, model_dir, model_name, predictor.model_version)
     except KfkitError as e:
         print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
@@ -177,6 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             source=f"http://{args.host}:{args.http_port}/v2/models/{model_name}",
             metrics=metrics,
         )
+    plane = DataPlane(predictor, metrics=metrics, payload_logger=payload_logger)
     server = _ModelServer(
         host=args.host,
         http_port=args.http_port,
@@ -190,11 +196,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         access_log_format=args.access_log_format,
         event_loop=args.event_loop,
         timeout_keep_alive=args.timeout_keep_alive,
-        front=_Front(predictor, metrics, payload_logger, args.max_body_bytes, args.access_log),
+        front=_Front(plane, args.max_body_bytes, args.access_log, args.tfserving_grpc_port),
     )
     logger.info(
-        "kfkit: serving %s version %s (%s) from %s on http://%s:%d%s; batches up to %d rows / %g ms, body limit %d "
-        "bytes, payload log %s",
+        "kfkit: serving %s version %s (%s) from %s on http://%s:%d%s%s; batches up to %d rows / %g ms, body limit "
+        "%d bytes, payload log %s",
         model_name,
         predictor.model_version,
         predictor.framework,
@@ -202,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.host,
         args.http_port,
         f" and grpc {args.host}:{args.grpc_port}" if args.enable_grpc else "",
+        f" and tfserving-grpc {args.host}:{args.tfserving_grpc_port}" if args.tfserving_grpc_port else "",
         args.max_batch_size,
         args.max_batch_latency_ms,
         args.max_body_bytes,
@@ -215,29 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # on one core), a stall every few seconds under load. Freezing moves them out of the collector's way.
     gc.collect()
     gc.freeze()
-    try:
-        server.start([predictor])
-    finally:
-        if tfserving is not None:
-            tfserving.stop(5)
+    server.start([predictor])
     return 0
-
-
-def _start_tfserving(args: argparse.Namespace, model_dir: Path, model_name: str, version: str | None) -> Any:
-    """The TF Serving PredictionService beside the KServe server (its own gRPC server and threads), or None."""
-    if not args.tfserving_grpc_port:
-        return None
-    from kfkit.model import load_scorer
-    from kfkit.serving.tfserving import start_prediction_service
-
-    ensure_port_free(args.host, args.tfserving_grpc_port, "--tfserving-grpc-port")
-    scorer, spec = load_scorer(model_dir)
-    number = int(version) if version and version.isdigit() else 1
-    service = start_prediction_service(
-        scorer, spec, args.host, args.tfserving_grpc_port, model_name=model_name, version=number
-    )
-    logger.info("kfkit: TensorFlow Serving PredictionService on %s:%d", args.host, args.tfserving_grpc_port)
-    return service
 
 
 def _check_options(args: argparse.Namespace) -> None:
@@ -277,18 +263,17 @@ def _stored_name(model_dir: Path) -> str:
 
 
 class _Front:
-    """What the server puts in front of KServe: the REST front's and gRPC service's settings."""
+    """What the server puts in front of KServe: the shared data plane and the fronts' settings."""
 
-    def __init__(self, predictor, metrics, payload_logger, max_body_bytes: int, access_log: bool) -> None:
-        self.predictor = predictor
-        self.metrics = metrics
-        self.payload_logger = payload_logger
+    def __init__(self, plane: DataPlane, max_body_bytes: int, access_log: bool, tfserving_port: int) -> None:
+        self.plane = plane
         self.max_body_bytes = max_body_bytes
         self.access_log = access_log
+        self.tfserving_port = tfserving_port
 
 
 class _ModelServer(kserve.ModelServer):
-    """``kserve.ModelServer`` listening on one interface, with kfkit's REST front and gRPC service.
+    """``kserve.ModelServer`` listening on one interface, with kfkit's REST front and gRPC services.
 
     KServe 0.20 hard-codes 0.0.0.0 for REST and [::] for gRPC; a laptop server should not be reachable
     from the network by default. Both servers bind only when the event loop runs, so the addresses and
@@ -300,6 +285,7 @@ class _ModelServer(kserve.ModelServer):
         self._host = host
         self._front = front
         self._serve_grpc = enable_grpc
+        self._tfserving_server = None
         super().__init__(enable_grpc=False, **kwargs)  # we add our own gRPC server in setup_event_loop
 
     def setup_event_loop(self) -> None:
@@ -307,39 +293,47 @@ class _ModelServer(kserve.ModelServer):
         from kfkit.serving.http_protocol import protocol_class
         from kfkit.serving.rest import RestFront, install_error_handlers
 
-        front = self._front
+        front, plane = self._front, self._front.plane
         rest = self._rest_server
         install_error_handlers(model_server.app)
         rest.config.host = self._host
         # Bytes that are not HTTP get kfkit's JSON 4xx (and a count) instead of uvicorn's plain-text 400.
         # uvicorn reads `http` when the server loads its config, which happens after this hook.
-        rest.config.http = protocol_class(on_rejected=front.metrics.rejected)
+        rest.config.http = protocol_class(on_rejected=plane.metrics.rejected)
         # X-Forwarded-For only matters to access-log lines; without them, skip the per-request rewrite.
         rest.config.proxy_headers = front.access_log
-        rest.config.app = RestFront(
-            model_server.app,
-            front.predictor,
-            max_body_bytes=front.max_body_bytes,
-            metrics=front.metrics,
-            payload_logger=front.payload_logger,
-        )
+        rest.config.app = RestFront(model_server.app, plane, max_body_bytes=front.max_body_bytes)
         if not front.access_log:
             access = logging.getLogger("uvicorn.access")
             access.handlers = []
             access.propagate = False  # uvicorn formats an access line whenever a handler is reachable
         if self._serve_grpc:
-            servicer = KfkitInferenceServicer(
-                front.predictor, metrics=front.metrics, payload_logger=front.payload_logger
-            )
             self._grpc_server = KfkitGRPCServer(
                 self._host,
                 self.grpc_port,
-                servicer,
+                KfkitInferenceServicer(plane),
                 max_message_bytes=front.max_body_bytes,
                 grace_period=self.grace_period,
             )
             self.servers.append(self._grpc_server.start(self.max_threads))
+        if front.tfserving_port:
+            from kfkit.serving.tfserving import tfserving_server
+
+            self._tfserving_server = tfserving_server(
+                plane,
+                self._host,
+                front.tfserving_port,
+                max_message_bytes=front.max_body_bytes,
+                grace_period=self.grace_period,
+            )
+            self.servers.append(self._tfserving_server.start())
         super().setup_event_loop()
+
+    def stop(self, sig: int) -> None:
+        """Stop KServe's servers and the TF Serving one (called on SIGTERM/SIGINT, on the event loop's thread)."""
+        super().stop(sig)
+        if self._tfserving_server is not None:
+            asyncio.create_task(self._tfserving_server.stop(sig))  # noqa: RUF006 (KServe's stop does the same)
 
 
 if __name__ == "__main__":

@@ -30,12 +30,12 @@ from kserve.logging import logger
 from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
 
 from kfkit import errors
+from kfkit.model.names import INPUT_NAME
 from kfkit.serving.feast_features import OnlineFeatureLookup
 
 __all__ = ["FeastTransformer", "build_parser", "main"]
 
 PROG = "python -m kfkit.serving.transformer"
-FEATURES_INPUT = "features"
 # Request headers worth passing on to the predictor (tracing and request ids); the rest describe this hop.
 _FORWARDED_HEADERS = ("x-request-id", "traceparent", "tracestate", "x-b3-traceid", "x-b3-spanid", "x-b3-sampled")
 _V2_ID_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "BYTES"})
@@ -131,7 +131,7 @@ class FeastTransformer(kserve.Model):
             raise errors.InvalidInput(f"{where} has shape {shape} but {len(values)} values")
         ids = self.lookup.check_ids(values, where)
         features = await asyncio.to_thread(self.lookup.lookup, ids)
-        forwarded = InferInput(name=FEATURES_INPUT, shape=list(features.shape), datatype="FP32")
+        forwarded = InferInput(name=INPUT_NAME, shape=list(features.shape), datatype="FP32")
         forwarded.set_data_from_numpy(features, binary_data=False)
         return InferRequest(
             model_name=request.model_name,
@@ -188,18 +188,14 @@ class FeastTransformer(kserve.Model):
 def _v2_body(request: InferRequest) -> tuple[bytes, int | None]:
     """The request as Open Inference Protocol REST bytes (and the JSON length when binary data follows).
 
-    KServe's ``to_rest`` also writes ``model_name``, which is in the URL and not a field of the protocol's
-    request body; strict servers (kfkit's) refuse it, so it is dropped.
+    KServe's ``to_rest`` also writes ``model_name``: the predictor accepts it, since it names the model of the
+    URL (the transformer and the predictor serve the model under one name).
     """
     import orjson
 
     body, json_length = request.to_rest()
     if isinstance(body, bytes):
-        header = orjson.loads(body[:json_length])
-        header.pop("model_name", None)
-        head = orjson.dumps(header)
-        return head + body[json_length:], len(head)
-    body.pop("model_name", None)
+        return body, json_length
     return orjson.dumps(body), None
 
 

@@ -46,6 +46,28 @@ def publish_random_mlp(tmp_path_factory):
     return _make
 
 
+@pytest.fixture(scope="session")
+def validator() -> SimpleNamespace:
+    """Every protocol decoder of a model with features x00..x29, served as test-mlp version 1.
+
+    The decoders all end in one :class:`~kfkit.serving.tensors.TensorChecks`; ``features`` is that check itself.
+    """
+    from kfkit.serving.grpc_protocol import GrpcDecoder
+    from kfkit.serving.tensors import TensorChecks
+    from kfkit.serving.v1_protocol import V1Decoder
+    from kfkit.serving.v2_protocol import V2Decoder
+
+    checks = TensorChecks(FEATURE_NAMES)
+    v2 = V2Decoder(checks, model_name="test-mlp", model_version="1")
+    return SimpleNamespace(
+        v1=V1Decoder(checks).decode,
+        v2=v2.decode,
+        v2_binary=v2.decode_binary,
+        grpc=GrpcDecoder(checks).decode,
+        features=checks.features,
+    )
+
+
 class PayloadReceiver:
     """A real HTTP server (aiohttp, own thread and loop) that records every request it gets.
 

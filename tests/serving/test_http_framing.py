@@ -1,7 +1,9 @@
 """Bytes that are not valid HTTP get a JSON 4xx naming the problem, over a raw socket to a live server.
 
 uvicorn answers these with a plain-text 400 and buffers a request head of any size; kfkit's protocol
-(:mod:`kfkit.serving.http_protocol`) answers ``{"error": ...}``, counts them, and stays ready.
+(:mod:`kfkit.serving.http_protocol`) answers ``{"error": ...}``, counts them, and stays ready. The framing a
+well-formed request can still get wrong (Content-Length, the body limit) is checked by
+:mod:`kfkit.serving.http_framing`, tested at the end.
 """
 
 from __future__ import annotations
@@ -16,7 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from kfkit.errors import InvalidInput
+from kfkit.serving.http_framing import check_body_size, parse_content_length
 from kfkit.serving.http_protocol import MAX_HEAD_BYTES, protocol_class
+from kfkit.serving.json_decoding import parse_json
+from kfkit.serving.v2_protocol import parse_binary_header_length
 
 HOST = "127.0.0.1"
 V2 = "/v2/models/test-mlp/infer"
@@ -242,3 +248,18 @@ def test_h11_protocol_answers_json_too(free_port):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_http_level_checks():
+    assert parse_content_length(None) is None and parse_content_length("12") == 12
+    with pytest.raises(InvalidInput, match=r"content-length: '1e3' is not a non-negative integer"):
+        parse_content_length("1e3")
+    check_body_size(10, 10)
+    with pytest.raises(InvalidInput, match=r"11 bytes is over this server's limit of 10 bytes") as caught:
+        check_body_size(11, 10)
+    assert caught.value.status_code == 413
+    assert parse_binary_header_length(" 12 ", 20) == 12
+    with pytest.raises(InvalidInput, match=r"NaN and Infinity are not JSON"):
+        parse_json(b'{"instances": [[NaN]]}')
+    with pytest.raises(InvalidInput, match=r"request body is empty"):
+        parse_json(b"  ")

@@ -1,16 +1,22 @@
-"""The KServe predictor in-process: V1 and V2 answers equal offline scoring; bad input is a clear 400."""
+"""The predictor behind the fronts: V1 and V2 answers over real requests equal offline scoring; bad input is a 400.
+
+The predictor is scored only through the server's fronts (REST V1/V2, V2 gRPC); KServe's own ``predict``
+hook is not a request path. The in-process tests cover loading: the lean forward, metadata, refusals.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import json
 import random
+import re
 from types import SimpleNamespace
 
-import kserve.errors
+import grpc
+import httpx
 import numpy as np
 import pytest
+from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
 from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
-from kserve.protocol.rest.v2_datamodels import InferenceRequest
 
 from kfkit import errors
 from kfkit.model import predict_proba
@@ -28,21 +34,45 @@ def setup(publish_random_mlp) -> SimpleNamespace:
     predictor = KfkitPredictor("test-mlp", resolve(published.uri))
     assert predictor.load() and predictor.ready
     published.predictor = predictor
-    return published
+    yield published
+    predictor.stop()
 
 
-def _predict(predictor: KfkitPredictor, payload):
-    """Run the async predict hook as KServe's event loop would."""
-    return asyncio.run(predictor.predict(payload))
+@pytest.fixture(scope="module")
+def served(setup, free_port):
+    """A real server for the same published model: (endpoint, httpx client)."""
+    from kfkit.deploy.local import start_server, stop_server
 
-
-def _v2_rest(body: dict) -> InferRequest:
-    """The InferRequest KServe's REST server hands to predict for this JSON body."""
-    return InferRequest.from_inference_request(InferenceRequest.model_validate(body), "test-mlp")
+    endpoint = start_server(
+        setup.uri, model_name="test-mlp", http_port=free_port(), grpc_port=free_port(),
+        log_path=setup.root / "logs" / "server.log", timeout_s=120,
+    )  # fmt: skip
+    with httpx.Client(timeout=30, trust_env=False) as client:
+        yield SimpleNamespace(endpoint=endpoint, client=client)
+    stop_server(endpoint)
 
 
 def _v2_body(data, shape, datatype="FP32", name="features") -> dict:
     return {"inputs": [{"name": name, "shape": list(shape), "datatype": datatype, "data": data}]}
+
+
+def _post_v2(served, body: dict) -> httpx.Response:
+    """POST a V2 body; values JSON cannot carry (NaN, inf) go as binary tensor data, as a client must send them."""
+    tensor = body["inputs"][0] if len(body.get("inputs", ())) == 1 else None
+    data = tensor.get("data") if tensor else None
+    if isinstance(data, list) and any(isinstance(v, float) and not np.isfinite(v) for v in data):
+        raw = np.asarray(data, dtype="<f4").tobytes()
+        head = {k: v for k, v in tensor.items() if k != "data"} | {"parameters": {"binary_data_size": len(raw)}}
+        header = json.dumps({**body, "inputs": [head]}).encode()
+        headers = {"inference-header-content-length": str(len(header))}
+        return served.client.post(served.endpoint.v2_url, content=header + raw, headers=headers)
+    return served.client.post(served.endpoint.v2_url, json=body)
+
+
+def _infer_response(response: httpx.Response) -> InferResponse:
+    assert response.status_code == 200, response.text
+    length = int(response.headers.get("inference-header-content-length", len(response.content)))
+    return InferResponse.from_bytes(response.content, length)
 
 
 def _check_v2(response: InferResponse, expected: np.ndarray, threshold: float) -> None:
@@ -53,47 +83,51 @@ def _check_v2(response: InferResponse, expected: np.ndarray, threshold: float) -
     np.testing.assert_array_equal(label.as_numpy(), (expected >= threshold).astype(np.int64))
 
 
-def test_v1_rows_match_offline(setup):
-    result = _predict(setup.predictor, {"instances": setup.rows.tolist()})
+@pytest.mark.slow
+def test_v1_rows_match_offline(setup, served):
+    result = served.client.post(served.endpoint.v1_url, json={"instances": setup.rows.tolist()}).json()
     predictions = result["predictions"]
     np.testing.assert_allclose([p["probability"] for p in predictions], setup.expected, rtol=0, atol=1e-6)
     assert [p["label"] for p in predictions] == [int(p >= 0.4) for p in setup.expected]
     assert {p["label"] for p in predictions} == {0, 1}, "pick rows/threshold so both labels occur"
 
 
-def test_v1_named_features_in_any_order(setup):
+@pytest.mark.slow
+def test_v1_named_features_in_any_order(setup, served):
     instances = []
     for row in setup.rows.tolist():
         pairs = list(zip(NAMES, row, strict=True))
         random.Random(len(instances)).shuffle(pairs)
         instances.append(dict(pairs))
-    result = _predict(setup.predictor, {"instances": instances})
+    result = served.client.post(served.endpoint.v1_url, json={"instances": instances}).json()
     np.testing.assert_allclose([p["probability"] for p in result["predictions"]], setup.expected, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("datatype", "nested"), [("FP32", False), ("FP64", True), ("INT64", False)], ids=["fp32-flat", "fp64-nested", "int"]
 )
-def test_v2_rest_matches_offline(setup, datatype, nested):
+def test_v2_rest_matches_offline(setup, served, datatype, nested):
     rows = np.round(setup.rows) if datatype == "INT64" else setup.rows.astype(np.float64)
     data = rows.astype(np.int64).tolist() if datatype == "INT64" else rows.tolist()
     if not nested:
         data = [v for row in data for v in row]
-    response = _predict(setup.predictor, _v2_rest(_v2_body(data, rows.shape, datatype)))
+    response = _infer_response(_post_v2(served, _v2_body(data, rows.shape, datatype)))
     _check_v2(response, predict_proba(setup.model, rows), setup.spec.threshold)
     assert response.model_name == "test-mlp"
 
 
-def test_v2_grpc_binary_request_matches_offline(setup):
+@pytest.mark.slow
+def test_v2_grpc_binary_request_matches_offline(setup, served):
     tensor = InferInput("features", list(setup.rows.shape), "FP32")
     tensor.set_data_from_numpy(setup.rows, binary_data=True)
     grpc_request = InferRequest(model_name="test-mlp", infer_inputs=[tensor], request_id="r1").to_grpc()
     assert grpc_request.raw_input_contents, "the request should carry raw bytes"
-    response = _predict(setup.predictor, InferRequest.from_grpc(grpc_request))
+    with grpc.insecure_channel(served.endpoint.grpc_target, options=[("grpc.enable_http_proxy", 0)]) as channel:
+        reply = grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(grpc_request, timeout=30)
+    response = InferResponse.from_grpc(reply)
     assert response.id == "r1"
-    _check_v2(InferResponse.from_grpc(response.to_grpc()), setup.expected, setup.spec.threshold)
-    # a ModelInferRequest handed over directly is accepted too
-    _check_v2(_predict(setup.predictor, grpc_request), setup.expected, setup.spec.threshold)
+    _check_v2(response, setup.expected, setup.spec.threshold)
 
 
 def test_v2_metadata_describes_the_tensors(setup):
@@ -127,12 +161,20 @@ BAD_V1 = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("payload", "message"), BAD_V1.values(), ids=BAD_V1.keys())
-def test_bad_v1_input_is_invalid_input(setup, payload, message):
-    with pytest.raises(kserve.errors.InvalidInput, match=message) as caught:
-        _predict(setup.predictor, payload)
-    assert isinstance(caught.value, errors.InvalidInput) and caught.value.status_code == 400
-    assert str(caught.value) == caught.value.args[0]
+def test_bad_v1_input_is_invalid_input(served, validator, payload, message):
+    try:
+        body = json.dumps(payload, allow_nan=False).encode()
+    except ValueError:  # NaN and inf are not JSON: no V1 client can send them, and the front says so
+        response = served.client.post(served.endpoint.v1_url, content=json.dumps(payload).encode())
+        assert response.status_code == 400 and "NaN and Infinity are not JSON" in response.json()["error"]
+        with pytest.raises(errors.InvalidInput, match=message):  # what the V1 checks say of such rows
+            validator.v1(payload)
+        return
+    response = served.client.post(served.endpoint.v1_url, content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert re.search(message, response.json()["error"]), response.json()["error"]
 
 
 BAD_V2 = {
@@ -155,25 +197,34 @@ BAD_V2 = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("body", "message"), BAD_V2.values(), ids=BAD_V2.keys())
-def test_bad_v2_input_is_invalid_input(setup, body, message):
-    with pytest.raises(kserve.errors.InvalidInput, match=message):
-        _predict(setup.predictor, _v2_rest(body))
+def test_bad_v2_input_is_invalid_input(served, body, message):
+    response = _post_v2(served, body)
+    assert response.status_code == 400, response.text
+    assert re.search(message, response.json()["error"]), response.json()["error"]
 
 
-def test_binary_v2_data_that_does_not_fit_its_shape_is_invalid_input(setup):
+@pytest.mark.slow
+def test_binary_v2_data_that_does_not_fit_its_shape_is_invalid_input(setup, served):
     tensor = InferInput("features", [2, N], "FP32")
     tensor.set_data_from_numpy(setup.rows[:2], binary_data=True)
     grpc_request = InferRequest(model_name="test-mlp", infer_inputs=[tensor]).to_grpc()
     grpc_request.inputs[0].shape[:] = [3, N]
-    with pytest.raises(kserve.errors.InvalidInput, match=r"input 'features' with shape \[3, 30\] cannot be decoded"):
-        _predict(setup.predictor, grpc_request)
+    with grpc.insecure_channel(served.endpoint.grpc_target, options=[("grpc.enable_http_proxy", 0)]) as channel:
+        stub = grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ModelInfer(grpc_request, timeout=30)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert re.search(r"input 'features' has 240 bytes of binary data, but shape \[3, 30\]", caught.value.details())
 
 
-@pytest.mark.parametrize("payload", [b'{"instances": []}', [ROW], "text"], ids=["bytes", "list", "str"])
-def test_non_object_body_is_invalid_input(setup, payload):
-    with pytest.raises(kserve.errors.InvalidInput, match=r"not a JSON object; send \{\"instances\""):
-        _predict(setup.predictor, payload)
+@pytest.mark.slow
+@pytest.mark.parametrize("payload", [[ROW], "text"], ids=["list", "str"])
+def test_non_object_body_is_invalid_input(served, payload):
+    response = served.client.post(served.endpoint.v1_url, json=payload)
+    assert response.status_code == 400
+    assert re.search(r"not a JSON object; send \{\"instances\"", response.json()["error"])
 
 
 def test_load_of_a_folder_without_a_model_fails_clearly(tmp_path):
@@ -199,9 +250,14 @@ def test_kfkit_mlp_is_scored_by_the_lean_forward_bit_identically(setup):
 
 
 def test_unknown_framework_is_refused(tmp_path):
-    import json
-
     (tmp_path / "model.json").write_text(json.dumps({"name": "m", "feature_names": NAMES, "hidden_dims": [4],
                                                      "framework": "onnx"}))  # fmt: skip
     with pytest.raises(errors.ModelLoadError, match=r"framework='onnx'; kfkit serves pytorch or tensorflow"):
         KfkitPredictor("m", tmp_path).load()
+
+
+def test_kserve_predict_hook_is_not_a_request_path(setup):
+    """Every request goes through a front; KServe's own predict hook is KServe's default (it has no predictor)."""
+    import kserve
+
+    assert KfkitPredictor.predict is kserve.Model.predict

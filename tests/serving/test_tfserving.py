@@ -1,10 +1,17 @@
-"""The TensorFlow Serving PredictionService API: a real SavedModel, called with the standard TF Serving stubs."""
+"""The TensorFlow Serving PredictionService API: a real SavedModel, called with the standard TF Serving stubs.
+
+The front runs as the server runs it: over the model's data plane (the same checks, batcher and model as
+the V2 fronts), on kfkit's gRPC server class; here on an event loop of its own thread.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -23,8 +30,11 @@ from tensorflow_serving.apis import (  # noqa: E402 (after the importorskip)
     prediction_service_pb2_grpc,
 )
 
-from kfkit.model import SPEC_FILE, ModelSpec, load_scorer  # noqa: E402
-from kfkit.serving.tfserving import start_prediction_service  # noqa: E402
+from kfkit.model import SPEC_FILE, ModelSpec  # noqa: E402
+from kfkit.serving.dataplane import DataPlane  # noqa: E402
+from kfkit.serving.metrics import ServerMetrics  # noqa: E402
+from kfkit.serving.predictor import KfkitPredictor  # noqa: E402
+from kfkit.serving.tfserving import tfserving_server  # noqa: E402
 
 N_FEATURES = 30
 NAME = "tf-mlp"
@@ -55,21 +65,49 @@ def _save_keras_model(folder: Path) -> tf.keras.Model:
     return model
 
 
+@contextlib.contextmanager
+def _serving(model_dir: Path, name: str):
+    """The TF Serving front for one loaded model, on port 0 and an event loop in a thread; yields the port."""
+    predictor = KfkitPredictor(name, model_dir, max_batch_size=16)
+    predictor.load()
+    server = tfserving_server(DataPlane(predictor, metrics=ServerMetrics(name)), "127.0.0.1", 0,
+                              max_message_bytes=1 << 22, grace_period=1)  # fmt: skip
+    stopping = threading.Event()
+
+    async def run() -> None:
+        serving = asyncio.ensure_future(server.start())
+        # Polled, not signalled: a wake-up from another thread does not reach a loop polling gRPC's sockets.
+        while not stopping.is_set() and not serving.done():
+            await asyncio.sleep(0.05)
+        await server.stop()
+        await serving
+
+    thread = threading.Thread(target=asyncio.run, args=(run(),), daemon=True)
+    thread.start()
+    for _ in range(300):
+        if server.bound_port or not thread.is_alive():
+            break
+        time.sleep(0.05)
+    assert server.bound_port, "the TF Serving front did not start"
+    try:
+        yield server.bound_port
+    finally:
+        stopping.set()
+        thread.join(30)
+        predictor.stop()
+
+
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tfmodel")
     keras_model = _save_keras_model(folder)
-    scorer, spec = load_scorer(folder)
-    server = start_prediction_service(scorer, spec, "127.0.0.1", 0)
-    channel = grpc.insecure_channel(f"127.0.0.1:{server.kfkit_port}")
-    rows = np.random.default_rng(0).normal(0, 2, (7, N_FEATURES)).astype(np.float32)
-    expected = tf.sigmoid(tf.squeeze(keras_model(rows), -1)).numpy()
-    yield SimpleNamespace(
-        stub=prediction_service_pb2_grpc.PredictionServiceStub(channel), port=server.kfkit_port, rows=rows,
-        expected=expected, folder=folder,
-    )  # fmt: skip
-    channel.close()
-    server.stop(None)
+    with _serving(folder, NAME) as port, grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        rows = np.random.default_rng(0).normal(0, 2, (7, N_FEATURES)).astype(np.float32)
+        expected = tf.sigmoid(tf.squeeze(keras_model(rows), -1)).numpy()
+        yield SimpleNamespace(
+            stub=prediction_service_pb2_grpc.PredictionServiceStub(channel), port=port, rows=rows,
+            expected=expected, folder=folder,
+        )  # fmt: skip
 
 
 def _request(rows, *, name: str = NAME, dtype=tf.float32, signature: str = "serving_default"):
@@ -138,14 +176,9 @@ def test_model_metadata_describes_the_signature(service):
 
 def test_pytorch_model_through_the_same_api(publish_random_mlp):
     model = publish_random_mlp("tfserving-torch", seed=4, n_rows=5)
-    scorer, spec = load_scorer(model.model_dir)
-    server = start_prediction_service(scorer, spec, "127.0.0.1", 0, model_name="torch-mlp")
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{server.kfkit_port}") as channel:
-            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-            response = stub.Predict(_request(model.rows, name="torch-mlp"), timeout=30)
-    finally:
-        server.stop(None)
+    with _serving(model.model_dir, "torch-mlp") as port, grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        response = stub.Predict(_request(model.rows, name="torch-mlp"), timeout=30)
     np.testing.assert_allclose(tf.make_ndarray(response.outputs["probability"]), model.expected, atol=1e-6)
 
 
@@ -164,9 +197,13 @@ def test_client_example_script(service, repo):
     assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
 
 
-def test_kfkit_server_answers_tf_serving_clients_beside_kserve(publish_random_mlp, free_port, tmp_path):
-    """`--tfserving-grpc-port`: the one server process answers both V2 REST and TF Serving's Predict."""
+def test_kfkit_server_answers_tf_serving_clients_beside_kserve(
+    publish_random_mlp, free_port, tmp_path, payload_receiver
+):
+    """`--tfserving-grpc-port`: the one server process answers both V2 REST and TF Serving's Predict, and both
+    take the same path: one batcher (its rows counted once), one set of metrics, one payload log."""
     import httpx
+    from prometheus_client.parser import text_string_to_metric_families
 
     from kfkit.deploy.local import stop_server
 
@@ -175,6 +212,7 @@ def test_kfkit_server_answers_tf_serving_clients_beside_kserve(publish_random_ml
     command = [
         sys.executable, "-m", "kfkit.serving.server", "--model-uri", model.uri, "--model-name", "both",
         "--http_port", str(http_port), "--grpc_port", str(grpc_port), "--tfserving-grpc-port", str(tf_port),
+        "--payload-log-url", payload_receiver.url,
     ]  # fmt: skip
     log = open(tmp_path / "server.log", "wb")  # closed below, after the server stops
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -199,6 +237,39 @@ def test_kfkit_server_answers_tf_serving_clients_beside_kserve(publish_random_ml
         )  # fmt: skip
         assert v2.status_code == 200, v2.text
         np.testing.assert_allclose(v2.json()["outputs"][0]["data"], model.expected, atol=1e-6)
+
+        with grpc.insecure_channel(f"127.0.0.1:{tf_port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.Predict(_request(model.rows, name="other"), timeout=30)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        text = httpx.get(f"http://127.0.0.1:{http_port}/metrics", timeout=10).text
+        samples = {
+            (sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.labels.get("model") == "both"
+        }
+
+        def value(name: str, **labels: str) -> float:
+            return samples.get((name, frozenset({"model": "both", **labels}.items())), 0.0)
+
+        assert value("kfkit_requests_total", protocol="tfserving-grpc", status="OK") == 1
+        assert value("kfkit_requests_total", protocol="tfserving-grpc", status="NOT_FOUND") == 1
+        assert value("kfkit_request_duration_seconds_count", protocol="tfserving-grpc") == 2
+        assert value("kfkit_batch_rows_sum") == 2 * len(model.rows)  # the TF and the V2 request, one batcher
+
+        def ours(events):
+            return [(h, b) for h, b in events if h.get("ce-inferenceservicename") == "both"]
+
+        events = ours(payload_receiver.wait_for(lambda events: len(ours(events)) >= 4))
+        assert len(events) == 4, events  # a request/response pair for each scored request
+        requests = [json.loads(b) for h, b in events if h["ce-type"].endswith(".request")]
+        for request in requests:
+            assert request["inputs"][0]["shape"] == list(model.rows.shape)
+            np.testing.assert_allclose(
+                np.reshape(request["inputs"][0]["data"], model.rows.shape), model.rows, rtol=1e-6
+            )
     finally:
         if process.poll() is None:
             stop_server(process.pid)
