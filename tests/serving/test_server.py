@@ -155,9 +155,12 @@ def test_endpoint_round_trips_through_json(endpoint):
 
 
 def test_binds_loopback_only(endpoint):
-    out = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True).stdout if _has("ss") else ""
+    if not _has("ss"):
+        pytest.skip("missing tool: ss (Debian's iproute2; scripts/install_system_tools.sh installs it)")
+    out = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True, check=True).stdout
     for port in (endpoint.http_port, endpoint.grpc_port):
         listening = [line.split()[3] for line in out.splitlines() if f":{port} " in line + " "]
+        assert listening, f"nothing listens on port {port} according to ss: {out[-500:]}"  # the check saw the port
         assert not any(a.startswith(("0.0.0.0", "*", "[::]")) for a in listening), listening
 
 

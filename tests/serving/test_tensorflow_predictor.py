@@ -14,9 +14,8 @@ import pytest
 
 pytestmark = pytest.mark.slow  # tensorflow takes seconds to import; a server starts
 
-tf = pytest.importorskip("tensorflow")
-
-from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb  # noqa: E402 (after the importorskip)
+import tensorflow as tf  # noqa: E402  (in the main environment: a missing one fails)
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb  # noqa: E402 (after the pytestmark)
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc  # noqa: E402
 
 from kfkit.deploy.local import start_server, stop_server  # noqa: E402

@@ -23,8 +23,8 @@ import pytest
 
 pytestmark = pytest.mark.slow  # tensorflow takes seconds to import, and the tests start a gRPC server
 
-tf = pytest.importorskip("tensorflow")
-from tensorflow_serving.apis import (  # noqa: E402 (after the importorskip)
+import tensorflow as tf  # noqa: E402  (in the main environment: a missing one fails)
+from tensorflow_serving.apis import (  # noqa: E402 (after the pytestmark)
     get_model_metadata_pb2,
     predict_pb2,
     prediction_service_pb2_grpc,
