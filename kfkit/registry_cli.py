@@ -1,4 +1,4 @@
-"""``kfkit registry``: list, show, promote, roll back, verify and audit published versions."""
+"""``kfkit registry``: list, show, promote, roll back, verify and audit published versions; gc what crashes left."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 __all__ = ["add_parser", "run"]
 
-_ACTIONS = ("list", "show", "promote", "rollback", "verify", "audit")
+_ACTIONS = ("list", "show", "promote", "rollback", "verify", "audit", "gc")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,23 +28,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     common.add_argument("--json", action="store_true", help="print JSON instead of a table")
     registry = sub.add_parser(
         "registry",
-        help="list, show, promote, roll back and verify published versions",
+        help="list, show, promote, roll back and verify published versions; gc what killed publishes left",
         description="Inspect and manage the model registry. The registry comes from --registry-uri or the "
         "config (registry.uri, registry.endpoint; e.g. `registry=s3` or registry.uri=s3://bucket/models). "
         "S3 credentials come from $AWS_ACCESS_KEY_ID / $AWS_SECRET_ACCESS_KEY; the endpoint from "
         "registry.endpoint or $AWS_ENDPOINT_URL. Every promote and rollback is written to the audit log "
         "(actor: $KFKIT_ACTOR, else user@host).",
-        epilog="exit status: 0 ok, 1 a registry or verification failure, 2 a usage error (unknown model, "
-        "version or alias included)",
+        epilog="exit status: 0 ok, 1 a registry or verification failure, 2 a usage error (an invalid or "
+        "unknown model, version or alias included)",
     )
     actions = registry.add_subparsers(dest="action", metavar="ACTION", required=True)
     operands = "operands and Hydra overrides (KEY=VALUE, e.g. registry=s3 registry.endpoint=http://…)"
 
-    def action(name: str, help_text: str, usage_args: str) -> argparse.ArgumentParser:
+    def action(name: str, help_text: str, usage_args: str, description: str = "") -> argparse.ArgumentParser:
         parser = actions.add_parser(
             name,
             help=help_text,
-            description=help_text,
+            description=description or help_text,
             parents=[common],
             usage=f"kfkit registry {name} {usage_args} [OVERRIDE ...] [--registry-uri URI] " "[--json]",
         )
@@ -66,6 +66,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "NAME [VERSION|ALIAS ...]",
     )
     action("audit", "print the audit log of a model (publish, promote, rollback)", "NAME")
+    gc = action(
+        "gc",
+        "remove what killed publishes left behind (a dry run unless --yes)",
+        "[NAME ...] [--yes] [--grace SECONDS]",
+        "Find what killed publishes left behind, and with --yes remove it: staging folders (file://), version "
+        "claims with their uploaded objects (s3://), models with no committed version. Without --yes only print "
+        "it. Committed versions, aliases and the audit log are never touched, nor anything a running publish "
+        "holds: a file:// publish holds a lock on its staging folder; an s3:// publish's claim names its "
+        "process (checked on the same host) and is refreshed while it uploads (trusted for 10 minutes after "
+        "its last refresh when gc cannot check the process). The numbers of dead publishers on this host are "
+        "freed; those gc cannot check keep their claim as a tombstone, so a stalled publisher never collides "
+        "with a new one.",
+    )
+    gc.add_argument("--yes", action="store_true", help="remove them (default: only print what would be removed)")
+    gc.add_argument(
+        "--grace",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="leave alone what a publisher touched fewer than SECONDS ago (default 3600)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         "rollback": _rollback,
         "verify": _verify,
         "audit": _audit,
+        "gc": _gc,
     }[args.action]
     return handler(registry, operands, args, default_alias)
 
@@ -293,3 +315,45 @@ def _audit(registry: Registry, operands: list[str], args: argparse.Namespace, _a
     text = _table(["TIME (UTC)", "ACTOR", "ACTION", "ALIAS", "FROM", "TO", "REASON"], rows)
     _emit(args, [e.to_dict() for e in events], text)
     return 0
+
+
+def _gc(registry: Registry, operands: list[str], args: argparse.Namespace, _alias: str) -> int:
+    from kfkit.registry.base import GC_GRACE_S
+
+    grace = GC_GRACE_S if args.grace is None else args.grace
+    items = registry.gc(grace_s=grace, remove=args.yes, names=operands or None)
+    garbage = [i for i in items if i.action == "remove"]
+    verb = "removed" if args.yes else "would remove"
+    rows = [
+        [
+            (verb if i.done or not args.yes else "kept") if i.action == "remove" else "kept",
+            i.kind,
+            i.model,
+            i.version,
+            _size(i.size),
+            f"{i.age_s:.0f}s",
+            i.target,
+            i.reason,
+        ]
+        for i in items
+    ]
+    text = _table(["ACTION", "KIND", "MODEL", "VERSION", "SIZE", "AGE", "WHAT", "WHY"], rows) if rows else ""
+    if not garbage:
+        summary = f"nothing to remove in {registry.uri} (grace {grace:g} s)"
+    elif args.yes:
+        summary = (
+            f"removed {sum(i.done for i in garbage)} of {len(garbage)} items, {_size(sum(i.size for i in garbage))}"
+        )
+    else:
+        summary = f"dry run: {len(garbage)} items, {_size(sum(i.size for i in garbage))}; run with --yes to remove them"
+    data = {"registry": registry.uri, "grace_s": grace, "removed": args.yes, "items": [i.to_dict() for i in items]}
+    _emit(args, data, f"{text}\n{summary}" if text else summary)
+    return 0
+
+
+def _size(size: float) -> str:
+    for unit in ("B", "KB", "MB"):
+        if size < 1000:
+            return f"{size:.0f} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"

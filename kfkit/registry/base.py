@@ -7,8 +7,11 @@ A backend stores four kinds of things under ``<root>/<model name>/``:
   model, which is what KServe's storage initializer downloads.
 - ``_aliases/<alias>.json``: which version an alias (staging, production) points at, and the versions
   it pointed at before (what ``rollback`` returns to).
-- the audit log: one event per publish, promote and rollback (who, when, what, from -> to).
+- the audit log: one event per publish, promote and rollback (who, when, what, from -> to). A version's
+  manifest records who published it and when, so its publish event is part of the commit: ``audit``
+  rebuilds a publish event the log lacks (a publisher killed between the commit and the append).
 - backend bookkeeping (the S3 backend's version claims, the file backend's staging folders and lock).
+  A publisher killed mid-way leaves some behind; :meth:`Registry.gc` removes what no live publisher holds.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import json
+import logging
 import os
 import re
 import socket
@@ -25,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kfkit.errors import RegistryError, VersionNotFound
+from kfkit.errors import ConfigError, InvalidName, RegistryError, VersionNotFound
 from kfkit.registry.manifest import (
     MANIFEST_FILE,
     FileDigests,
@@ -40,6 +44,8 @@ __all__ = [
     "Registry",
     "ModelVersion",
     "AuditEvent",
+    "GcItem",
+    "GC_GRACE_S",
     "MANIFEST_FILE",
     "DEFAULT_ALIAS",
     "sha256_file",
@@ -51,7 +57,11 @@ __all__ = [
     "FileDigests",
 ]
 
+_log = logging.getLogger(__name__)
+
 DEFAULT_ALIAS = "production"
+GC_GRACE_S = 3600.0
+"""Default age below which ``gc`` leaves a publish's leftovers alone, whatever else it knows."""
 # Model names and aliases become URL path segments and Kubernetes names: DNS-1123 labels.
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _VERSION = re.compile(r"[1-9][0-9]{0,17}")
@@ -70,8 +80,41 @@ class ModelVersion:
     """Local folder of the version (file:// registries only; empty for s3://)."""
     created_at: str = ""
     """UTC time the version was committed (ISO 8601)."""
+    actor: str = ""
+    """Who published it (from the manifest; empty for versions published before kfkit recorded it)."""
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     """Facts recorded at publish time: metrics, threshold, lineage, gate decision."""
+
+
+@dataclass(frozen=True)
+class GcItem:
+    """One thing :meth:`Registry.gc` found: left behind by a publish that died, or held by one still running."""
+
+    model: str
+    kind: str
+    """``staging`` (a file:// staging folder), ``claim`` (an s3:// version claim and its objects),
+    ``objects`` (s3:// objects under a number nobody claims) or ``model`` (a file:// model folder with
+    nothing committed in it)."""
+    target: str
+    """The path or URI."""
+    action: str
+    """``remove`` (garbage) or ``keep`` (held by a live publisher, or younger than the grace period)."""
+    reason: str
+    """Why, for a person."""
+    age_s: float = 0.0
+    """Seconds since the publisher last showed a sign of life there."""
+    version: str | None = None
+    """The version number a claim holds."""
+    size: int = 0
+    """Bytes it takes (files or objects), as far as known."""
+    done: bool = False
+    """Removed (only when gc was told to remove)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form ``kfkit registry gc --json`` prints."""
+        return {"model": self.model, "kind": self.kind, "target": self.target, "action": self.action,
+                "reason": self.reason, "age_s": round(self.age_s, 3), "version": self.version, "size": self.size,
+                "done": self.done}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -126,10 +169,10 @@ def check_name(name: str, what: str = "model name") -> str:
     """Refuse names that cannot be a path segment and a Kubernetes name.
 
     Raises:
-        RegistryError: naming the value and the rule.
+        InvalidName: naming the value and the rule (a usage error: exit status 2).
     """
     if not isinstance(name, str) or not _NAME.fullmatch(name) or len(name) > 63:
-        raise RegistryError(
+        raise InvalidName(
             f"{what} {name!r} is not valid: use lower-case letters, digits and '-', at most 63 characters"
         )
     return name
@@ -139,12 +182,16 @@ def check_version(version: str | int) -> str:
     """A version is a positive integer without leading zeros; return it as text.
 
     Raises:
-        RegistryError: naming the value.
+        InvalidName: naming the value (a usage error: exit status 2).
     """
     text = str(version)
     if not _VERSION.fullmatch(text):
-        raise RegistryError(f"version {version!r} is not valid: versions are positive integers (1, 2, 3 ...)")
+        raise InvalidName(f"version {version!r} is not valid: versions are positive integers (1, 2, 3 ...)")
     return text
+
+
+def _is_name(name: str) -> bool:
+    return bool(_NAME.fullmatch(name)) and len(name) <= 63
 
 
 def source_files(source_dir: str | Path) -> list[Path]:
@@ -183,7 +230,7 @@ class Registry(ABC):
 
     @abstractmethod
     def _names(self) -> list[str]:
-        """Model names with at least one committed version, claim or alias."""
+        """Model names with anything stored under them: committed versions, claims, staging folders, aliases."""
 
     @abstractmethod
     def _committed(self, name: str) -> list[str]:
@@ -228,6 +275,10 @@ class Registry(ABC):
     def _audit_events(self, name: str) -> list[dict[str, Any]]:
         """The audit log of ``name``, oldest first."""
 
+    @abstractmethod
+    def _gc(self, name: str, grace_s: float, remove: bool) -> list[GcItem]:
+        """What dead publishers left under ``name``, and what live ones hold; removed if ``remove``."""
+
     def _local_path(self, name: str, version: str) -> str:  # noqa: ARG002 - only file:// versions have one
         return ""
 
@@ -243,6 +294,10 @@ class Registry(ABC):
         actor: str | None = None,
     ) -> ModelVersion:
         """Publish the files of ``source_dir`` as an immutable version of ``name``, all at once.
+
+        The commit is one atomic step (a folder rename, or the manifest object put last); the manifest
+        records who published and when, so the publish event is part of it: a failure to append the
+        audit log line afterwards is logged, not raised (``audit`` rebuilds the event from the manifest).
 
         Args:
             source_dir: Folder with the files (weights, exported model, config, metrics, model card ...).
@@ -261,6 +316,7 @@ class Registry(ABC):
         check_name(name)
         wanted = check_version(version) if version is not None else None
         source_files(source_dir)
+        actor = actor or current_actor()
         with self._staged(Path(source_dir), name) as staged:
             files = {
                 p.relative_to(staged).as_posix(): (sha256_file(p), p.stat().st_size)
@@ -269,10 +325,18 @@ class Registry(ABC):
             }
             for _ in range(50):  # with version=None a concurrent publisher may take our number: take the next
                 number = wanted or self._next_version(name)
-                manifest = build_manifest(name, number, files, metadata or {})
+                manifest = build_manifest(name, number, files, metadata or {}, actor=actor)
                 if self._commit(name, number, staged, files, manifest):
-                    self._audit(name, "publish", None, None, number, actor=actor, reason="")
-                    return self._model_version(name, number, json.loads(manifest))
+                    committed = json.loads(manifest)
+                    try:
+                        self._audit(name, "publish", None, None, number, actor=actor, reason="",
+                                    time=committed["created_at"])  # fmt: skip
+                    except RegistryError as e:
+                        # The version is committed and its manifest is its publish record (audit() reads
+                        # it), so failing now would only invite a retry that publishes it twice.
+                        _log.warning("%s version %s is published, but its audit log line was not written: %s; "
+                                     "`kfkit registry audit` shows it from the manifest", name, number, e)  # fmt: skip
+                    return self._model_version(name, number, committed)
                 if wanted:
                     raise RegistryError(
                         f"{name} version {wanted} already exists in {self.uri} (or another publish holds it); "
@@ -287,17 +351,23 @@ class Registry(ABC):
     # ---- reading ------------------------------------------------------------------------------------
 
     def models(self) -> list[str]:
-        """Model names in the registry, sorted."""
-        return sorted(self._names())
+        """Names of the models with at least one committed version, sorted.
+
+        A model whose only publishes died (or are still running) is not listed.
+        """
+        return sorted(name for name in self._names() if _is_name(name) and self._committed(name))
 
     def versions(self, name: str) -> list[ModelVersion]:
         """Committed versions of ``name``, oldest first (a publish in progress is not listed)."""
+        return [self._model_version(name, version, manifest) for version, manifest in self._manifests(name)]
+
+    def _manifests(self, name: str) -> list[tuple[str, dict[str, Any]]]:
         check_name(name)
         out = []
         for version in sorted(self._committed(name), key=int):
             raw = self._manifest_bytes(name, version)
             if raw is not None:
-                out.append(self._model_version(name, version, self._checked(raw, name, version)))
+                out.append((version, self._checked(raw, name, version)))
         return out
 
     def get(self, name: str, ref: str | int) -> ModelVersion:
@@ -390,6 +460,7 @@ class Registry(ABC):
             uri=self.version_uri(name, version),
             path=self._local_path(name, version),
             created_at=manifest.get("created_at", ""),
+            actor=manifest.get("actor", ""),
             metadata=manifest.get("metadata", {}),
         )
 
@@ -479,8 +550,64 @@ class Registry(ABC):
         return self._audit(name, "rollback", alias, old["version"], new["version"], actor=actor, reason=reason)
 
     def audit(self, name: str) -> list[AuditEvent]:
-        """The audit log of ``name``, oldest first."""
-        return [AuditEvent.from_dict(e) for e in self._audit_events(check_name(name))]
+        """The audit log of ``name``, oldest first, with a publish event for every committed version.
+
+        The stored log is appended after a version is committed, so a publisher killed in between leaves
+        a version without its event; the version's manifest records the same facts (``created_at``,
+        ``actor``), so the event is rebuilt from it. Each version has one publish event.
+        """
+        events: list[AuditEvent] = []
+        published: set[str | None] = set()
+        for event in map(AuditEvent.from_dict, self._audit_events(check_name(name))):
+            if event.action == "publish":
+                if event.to_version in published:
+                    continue
+                published.add(event.to_version)
+            events.append(event)
+        for version in self.versions(name):
+            if version.version not in published:
+                events.append(
+                    AuditEvent(
+                        time=version.created_at,
+                        actor=version.actor,
+                        action="publish",
+                        model=name,
+                        alias=None,
+                        from_version=None,
+                        to_version=version.version,
+                    )
+                )
+        return sorted(events, key=lambda e: e.time)
+
+    # ---- housekeeping -------------------------------------------------------------------------------
+
+    def gc(self, *, grace_s: float = GC_GRACE_S, remove: bool = False, names: list[str] | None = None) -> list[GcItem]:
+        """Find (and with ``remove``, delete) what killed publishes left behind.
+
+        That is the file backend's staging folders and the S3 backend's version claims with their
+        uploaded objects (and model folders left with nothing committed). Committed versions, aliases
+        and the audit log are never touched. An item is removed only if it is older than ``grace_s``
+        and no live publisher holds it: a file:// publisher holds an flock on its staging folder for
+        its whole run; an s3:// publisher's claim names its process (checked when gc runs on the same
+        host) and is refreshed while it uploads (trusted for a lease when it does not).
+
+        Args:
+            grace_s: Leave alone anything a publisher touched fewer than this many seconds ago.
+            remove: Delete what is garbage; False only reports it (a dry run).
+            names: Models to look at; None means every model, those with no committed version included.
+
+        Returns:
+            Every item found, garbage (``action == "remove"``) and held (``"keep"``).
+
+        Raises:
+            InvalidName: a name in ``names`` cannot be a model name.
+            ConfigError: a negative grace period.
+            RegistryError: the store cannot be read or written.
+        """
+        if grace_s < 0:
+            raise ConfigError(f"grace period {grace_s!r} is not valid: give 0 or more seconds")
+        targets = [check_name(n) for n in names] if names else sorted(n for n in self._names() if _is_name(n))
+        return [item for name in targets for item in self._gc(name, grace_s, remove)]
 
     def _alias_record(
         self, alias: str, version: str, history: list[str], actor: str | None, reason: str
@@ -490,9 +617,9 @@ class Registry(ABC):
 
     def _audit(
         self, name: str, action: str, alias: str | None, old: str | None, new: str | None, *, actor: str | None,
-        reason: str,
+        reason: str, time: str | None = None,
     ) -> AuditEvent:  # fmt: skip
-        event = AuditEvent(time=utc_now(), actor=actor or current_actor(), action=action, model=name, alias=alias,
-                           from_version=old, to_version=new, reason=reason)  # fmt: skip
+        event = AuditEvent(time=time or utc_now(), actor=actor or current_actor(), action=action, model=name,
+                           alias=alias, from_version=old, to_version=new, reason=reason)  # fmt: skip
         self._append_audit(name, event.to_dict())
         return event

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,9 @@ __all__ = [
     "parse_manifest",
     "verify_folder",
     "utc_now",
+    "normalise_modes",
+    "FILE_MODE",
+    "DIR_MODE",
 ]
 
 MANIFEST_FILE = "manifest.json"
@@ -31,6 +35,11 @@ MANIFEST_SCHEMA = 1
 
 FileDigests = dict[str, tuple[str, int]]
 """Relative path -> (sha256, size) of every file of a version."""
+
+FILE_MODE = 0o644
+"""Mode of every file of a version folder: readable by the serving runtime's user, whoever published it."""
+DIR_MODE = 0o755
+"""Mode of every folder of a version folder."""
 
 
 def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
@@ -42,17 +51,22 @@ def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def build_manifest(name: str, version: str, files: dict[str, tuple[str, int]], metadata: dict[str, Any]) -> bytes:
+def build_manifest(
+    name: str, version: str, files: dict[str, tuple[str, int]], metadata: dict[str, Any], *, actor: str = ""
+) -> bytes:
     """The manifest bytes: every file's sha256 and size, the metadata, and a digest of all of it.
 
     The trailing ``digest`` covers the rest of the manifest, and readers also require the exact
     canonical bytes, so any change to manifest.json itself (not only to the files it lists) is caught.
+    ``created_at`` and ``actor`` (who published) make the manifest its own publish record: the audit log
+    is rebuilt from them if the publish died before its event was written.
     """
     body = {
         "schema": MANIFEST_SCHEMA,
         "name": name,
         "version": version,
         "created_at": utc_now(),
+        "actor": actor,
         "files": {rel: digest for rel, (digest, _) in sorted(files.items())},
         "sizes": {rel: size for rel, (_, size) in sorted(files.items())},
         "metadata": metadata,
@@ -109,6 +123,19 @@ def verify_folder(folder: str | Path, manifest: dict[str, Any] | None = None) ->
         if (actual := sha256_file(path)) != digest:
             raise RegistryError(f"{path}: sha256 {actual} does not match the manifest's {digest}; refusing to load it")
     return manifest
+
+
+def normalise_modes(folder: str | Path) -> None:
+    """Give every file under ``folder`` mode 0644 and every folder (``folder`` included) 0755.
+
+    Publishers' umasks and tools differ (safetensors writes its file 0600), and a version copied to a
+    volume keeps its modes: one unreadable file there is a model the serving runtime's user cannot load.
+    """
+    folder = Path(folder)
+    os.chmod(folder, DIR_MODE)
+    for path in folder.rglob("*"):
+        if not path.is_symlink():
+            os.chmod(path, DIR_MODE if path.is_dir() else FILE_MODE)
 
 
 def _canonical(manifest: dict[str, Any]) -> bytes:

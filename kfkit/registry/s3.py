@@ -3,7 +3,11 @@
 Object layout under the prefix, per model:
 
 - ``<name>/_claims/<version>``: written first with ``If-None-Match: *``, so of two publishers of one
-  version exactly one goes on to upload (the other never overwrites the winner's objects);
+  version exactly one goes on to upload (the other never overwrites the winner's objects). The claim
+  names its publisher (host, boot id, pid namespace, pid and the process's start time) and is
+  rewritten with ``If-Match`` every few seconds while the upload runs (its heartbeat). A committed
+  version keeps its claim for good: it is what stops a later publisher of that number from uploading
+  over the version's files;
 - ``<name>/<version>/<file>``: the files, then ``<name>/<version>/manifest.json`` last, also with
   ``If-None-Match: *``. The manifest is the commit marker: a version without one does not exist;
 - ``<name>/_aliases/<alias>.json``: replaced with ``If-Match: <etag>`` (compare-and-swap);
@@ -11,6 +15,16 @@ Object layout under the prefix, per model:
 
 S3 stores do not check what they hand back against what was uploaded (moto does not; not every gateway
 does), so every file is checked against the manifest's sha256 on the client after download.
+
+``gc`` and killed publishers: a claim without a manifest is garbage once its publisher is gone. On the
+publisher's own host (same boot, same pid namespace) gc knows that for certain (no such process, or
+another one with its pid), so it removes the objects and then the claim, and the number is free for
+the next publish (1, 2 after a killed publish of 2, not 1, 3). A publisher gc cannot check (another
+host or container) is presumed dead only when its claim has not been refreshed for a lease of
+``_LEASE_S`` seconds (or the grace period, if longer); its objects are removed but its claim is kept as
+a tombstone, so that number is never reused: a publisher that was only stalled (a paused VM, a network
+partition) may still be uploading, and with the same keys it would overwrite the files of whoever
+took the number next. It notices the tombstone at its next heartbeat and stops without committing.
 """
 
 from __future__ import annotations
@@ -22,15 +36,20 @@ import json
 import os
 import random
 import shutil
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from kfkit.errors import RegistryError
-from kfkit.registry.base import MANIFEST_FILE, FileDigests, Registry, utc_now, verify_folder
+from kfkit.registry.base import MANIFEST_FILE, FileDigests, GcItem, Registry, utc_now, verify_folder
+from kfkit.registry.manifest import normalise_modes
 
 if TYPE_CHECKING:
     from minio import Minio
@@ -43,6 +62,10 @@ _AUDIT = "_audit"
 # Answers of a store to a conditional write that lost (AWS also answers 409 while another one is in flight).
 _LOST_RACE = {"PreconditionFailed", "ConditionalRequestConflict"}
 _MISSING = {"NoSuchKey", "NoSuchObject", "ResourceNotFound"}
+_HEARTBEAT_S = 10.0
+"""How often a publisher rewrites its claim while it uploads."""
+_LEASE_S = 600.0
+"""How long gc trusts a claim it cannot check (another host's publisher) after its last heartbeat."""
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -157,19 +180,21 @@ class S3Registry(Registry):
                 response.close()
                 response.release_conn()
 
-    def _put(self, key: str, data: bytes, *, condition: dict[str, str] | None = None) -> bool:
-        """Write a small object; with a condition (If-None-Match / If-Match), False when it did not hold."""
+    def _put(self, key: str, data: bytes, *, condition: dict[str, str] | None = None) -> str | None:
+        """Write a small object and return its ETag ("" if the store sends none).
+
+        With a condition (If-None-Match / If-Match), None when it did not hold.
+        """
         from minio.error import S3Error
 
         headers = {"Content-Type": "application/json", **(condition or {})}
         try:
             # put_object() would turn If-None-Match into user metadata (x-amz-meta-…); _put_object sends
             # headers as given. minio is pinned (requirements/main.lock), so this private call is stable.
-            self._client._put_object(self.bucket, key, data, headers=headers)
-            return True
+            return self._client._put_object(self.bucket, key, data, headers=headers).etag or ""
         except S3Error as e:
             if condition and e.code in _LOST_RACE:
-                return False
+                return None
             raise
 
     def _list(self, prefix: str, *, recursive: bool = True) -> list[Any]:
@@ -219,14 +244,18 @@ class S3Registry(Registry):
         yield source
 
     def _commit(self, name: str, version: str, staged: Path, files: FileDigests, manifest: bytes) -> bool:
-        claim = json.dumps({"version": version, "claimed_at": utc_now(), "publish_id": uuid.uuid4().hex}).encode()
+        claim = _Claim(self, name, version)
         with self._errors(f"claim {name} version {version}"):
-            if not self._put(self._key(name, _CLAIMS, version), claim, condition={"If-None-Match": "*"}):
+            if not claim.take():
                 return False
         uploaded: list[str] = []
         try:
             with self._errors(f"upload {name} version {version}"):
+                if not self._clear_leftovers(name, version):
+                    return False  # committed, but its claim was deleted: ours stays, as the version's guard
+                claim.start_heartbeat()
                 for rel, (digest, size) in sorted(files.items()):
+                    claim.check()
                     key = self._key(name, version, rel)
                     with open(staged / rel, "rb") as f:
                         reader = _HashingReader(f)
@@ -234,23 +263,41 @@ class S3Registry(Registry):
                     uploaded.append(key)
                     if reader.hexdigest() != digest:
                         raise RegistryError(f"{staged / rel} changed while it was being published; publish again")
+                claim.refresh()  # still ours right now (gc did not take it over), so commit
                 # The commit: readers see the version only from here on, and only one manifest can be put.
-                if not self._put(self._key(name, version, MANIFEST_FILE), manifest, condition={"If-None-Match": "*"}):
+                committed = self._put(
+                    self._key(name, version, MANIFEST_FILE), manifest, condition={"If-None-Match": "*"}
+                )
+                if committed is None:
                     raise RegistryError(
                         f"{name} version {version} was committed by someone else while we held its claim; "
                         "the store does not honour conditional writes"
                     )
         except BaseException:
-            self._abandon(name, version, uploaded)
+            claim.stop()
+            self._abandon(claim, uploaded)
             raise
+        finally:
+            claim.stop()
         return True
 
-    def _abandon(self, name: str, version: str, uploaded: list[str]) -> None:
-        """Best effort after a failed upload: remove our objects, then free the version number."""
+    def _clear_leftovers(self, name: str, version: str) -> bool:
+        """Remove objects a dead publisher of this number left (we hold its claim now); False if committed."""
+        base = self._key(name, version) + "/"
+        leftovers = [o.object_name for o in self._list(base)]
+        if base + MANIFEST_FILE in leftovers:
+            return False
+        for key in leftovers:
+            self._client.remove_object(self.bucket, key)
+        return True
+
+    def _abandon(self, claim: _Claim, uploaded: list[str]) -> None:
+        """Best effort after a failed upload: remove our objects, then free the version number if still ours."""
         with contextlib.suppress(Exception):
             for key in uploaded:
                 self._client.remove_object(self.bucket, key)
-            self._client.remove_object(self.bucket, self._key(name, _CLAIMS, version))
+            if claim.owned():  # not if gc took it over: its tombstone keeps the number taken
+                self._client.remove_object(self.bucket, claim.key)
 
     def _materialize(self, name: str, version: str, manifest: dict[str, Any], dest: Path | None) -> Path:
         if dest is None:
@@ -260,6 +307,8 @@ class S3Registry(Registry):
             if dest.is_dir():
                 try:
                     if verify_folder(dest) == manifest:
+                        with contextlib.suppress(OSError):  # a copy cached by an older kfkit may be 0600
+                            normalise_modes(dest)
                         return dest
                 except RegistryError:
                     pass
@@ -275,6 +324,7 @@ class S3Registry(Registry):
                 if found is None:
                     raise RegistryError(f"{self.version_uri(name, version)}: the manifest disappeared during download")
                 (partial / MANIFEST_FILE).write_bytes(found[0])
+            normalise_modes(partial)  # 0644/0755 whatever the umask: the serving runtime's user reads it
             if verify_folder(partial) != manifest:  # the local copy, manifest included, is what readers get
                 raise RegistryError(f"{self.version_uri(name, version)}: the manifest changed during download")
             try:
@@ -329,7 +379,10 @@ class S3Registry(Registry):
                 old = json.loads(found[0]) if found else None
                 new = change(old)
                 condition = {"If-Match": found[1]} if found else {"If-None-Match": "*"}
-                if self._put(key, (json.dumps(new, indent=2, sort_keys=True) + "\n").encode(), condition=condition):
+                written = self._put(
+                    key, (json.dumps(new, indent=2, sort_keys=True) + "\n").encode(), condition=condition
+                )
+                if written is not None:
                     return old, new
             time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))  # someone else updated it: read again
         raise RegistryError(f"{self.uri}: alias {alias} of {name} is being updated by others; retry")
@@ -358,6 +411,260 @@ class S3Registry(Registry):
                 if found := self._get(obj.object_name):
                     events.append(json.loads(found[0]))
         return events
+
+    # ---- gc -------------------------------------------------------------------------------------------
+
+    def _gc(self, name: str, grace_s: float, remove: bool) -> list[GcItem]:
+        base = self._key(name) + "/"
+        with self._errors(f"list {name}"):
+            objects = self._list(base)
+        committed: set[str] = set()
+        claims: dict[str, Any] = {}
+        stored: dict[str, list[Any]] = {}
+        for obj in objects:
+            parts = obj.object_name[len(base) :].split("/")
+            if len(parts) == 2 and parts[0] == _CLAIMS and parts[1].isdigit():
+                claims[parts[1]] = obj
+            elif len(parts) >= 2 and parts[0].isdigit():
+                stored.setdefault(parts[0], []).append(obj)
+                if parts[1:] == [MANIFEST_FILE]:
+                    committed.add(parts[0])
+        items = []
+        with self._errors(f"gc {name}"):
+            for version in sorted(claims.keys() - committed, key=int):
+                item = self._gc_claim(name, version, claims[version], stored.get(version, []), grace_s, remove)
+                if item is not None:
+                    items.append(item)
+            for version in sorted(stored.keys() - committed - claims.keys(), key=int):
+                items.append(self._gc_orphans(name, version, stored[version], grace_s, remove))
+        return items
+
+    def _gc_claim(
+        self, name: str, version: str, obj: Any, objects: list[Any], grace_s: float, remove: bool
+    ) -> GcItem | None:
+        key = obj.object_name
+        found = self._get(key)
+        if found is None:
+            return None  # its publisher gave it up meanwhile
+        raw, etag = found
+        try:
+            claim = json.loads(raw)
+        except ValueError:
+            claim = {}
+        claim = claim if isinstance(claim, dict) else {}
+        seen = _parse_time(claim.get("heartbeat_at") or claim.get("claimed_at")) or _timestamp(obj.last_modified)
+        age = time.time() - seen
+        reaped = "reaped_at" in claim
+        if reaped and not objects:
+            return None  # a tombstone: the number stays taken, nothing else is left
+        state = "dead" if reaped else _publisher_state(claim)
+        who = f"pid {claim.get('pid')} on {claim.get('host')}" if claim.get("pid") else "a publisher that left no id"
+        item = GcItem(model=name, kind="claim", target=f"s3://{self.bucket}/{key}", action="remove", age_s=age,
+                      version=version, size=sum(o.size or 0 for o in objects),
+                      reason=f"{len(objects)} uploaded objects, no manifest; ")  # fmt: skip
+        if state == "alive":
+            return replace(item, action="keep", reason=f"its publisher ({who}) is running")
+        if age < grace_s:
+            return replace(item, action="keep", reason=f"younger than the grace period ({grace_s:g} s)")
+        if state == "unknown" and age < max(grace_s, _LEASE_S):
+            return replace(item, action="keep", reason=f"refreshed {age:.0f} s ago by {who}, which gc cannot check "
+                           f"from here; trusted for {_LEASE_S:g} s after its last heartbeat")  # fmt: skip
+        if reaped:
+            item = replace(item, reason=item.reason + "uploaded after its claim was taken over; the number stays taken")
+        elif state == "dead":
+            item = replace(item, reason=item.reason + f"its publisher ({who}) is gone; the number is freed")
+        else:
+            item = replace(item, reason=item.reason + f"no heartbeat for {age:.0f} s from {who}; the claim stays "
+                           "as a tombstone so the number is never reused")  # fmt: skip
+        if not remove:
+            return item
+        # Take it over first (compare-and-swap): a publisher that is alive after all fails its next heartbeat
+        # and stops instead of committing; one that refreshed since we read the claim makes this fail.
+        tombstone = {**claim, "reaped_at": utc_now(), "reaped_by": _process_identity()}
+        if self._put(key, json.dumps(tombstone).encode(), condition={"If-Match": etag} if etag else None) is None:
+            return replace(item, action="keep", reason="its publisher refreshed it just now")
+        if self._get(self._key(name, version, MANIFEST_FILE)) is not None:
+            return replace(item, action="keep", reason="committed meanwhile")
+        self._remove_prefix(self._key(name, version) + "/")
+        if state == "dead" and not reaped:
+            self._client.remove_object(self.bucket, key)
+        return replace(item, done=True)
+
+    def _gc_orphans(self, name: str, version: str, objects: list[Any], grace_s: float, remove: bool) -> GcItem:
+        """Objects under a number that nobody claims (uploaded by a publisher after gc freed its number)."""
+        newest = max((_timestamp(o.last_modified) for o in objects), default=0.0)
+        item = GcItem(model=name, kind="objects", target=f"s3://{self.bucket}/{self._key(name, version)}/",
+                      action="remove", age_s=time.time() - newest, version=version,
+                      size=sum(o.size or 0 for o in objects),
+                      reason=f"{len(objects)} objects with neither a claim nor a manifest")  # fmt: skip
+        if item.age_s < grace_s:
+            return replace(item, action="keep", reason=f"younger than the grace period ({grace_s:g} s)")
+        if not remove:
+            return item
+        # Claim the number ourselves while we delete, so no publisher starts uploading into it meanwhile.
+        claim = _Claim(self, name, version, gc=True)
+        if not claim.take():
+            return replace(item, action="keep", reason="a publisher claimed the number just now")
+        if self._get(self._key(name, version, MANIFEST_FILE)) is not None:
+            return replace(item, action="keep", reason="committed meanwhile")  # our claim stays as its guard
+        try:
+            self._remove_prefix(self._key(name, version) + "/")
+        finally:
+            self._client.remove_object(self.bucket, claim.key)
+        return replace(item, done=True)
+
+    def _remove_prefix(self, prefix: str) -> None:
+        """Delete every object under ``prefix`` and abort its unfinished multipart uploads."""
+        from minio.error import S3Error
+
+        for obj in self._list(prefix):
+            self._client.remove_object(self.bucket, obj.object_name)
+        with contextlib.suppress(S3Error):  # a store without ListMultipartUploads: nothing more we can do
+            uploads = self._client._list_multipart_uploads(self.bucket, prefix=prefix).uploads
+            for upload in uploads:
+                self._client._abort_multipart_upload(self.bucket, upload.object_name, upload.upload_id)
+
+
+class _Claim:
+    """A publisher's claim on a version number: taken with If-None-Match, then refreshed with If-Match.
+
+    A background thread refreshes it every ``_HEARTBEAT_S`` seconds while the files upload, so gc
+    can tell a slow publish from a dead one; if a refresh finds the claim changed (gc took it over),
+    the publish stops before its commit.
+    """
+
+    def __init__(self, registry: S3Registry, name: str, version: str, *, gc: bool = False) -> None:
+        self._registry = registry
+        self.name, self.version = name, version
+        self.key = registry._key(name, _CLAIMS, version)
+        self._body = {"version": version, "publish_id": uuid.uuid4().hex, "claimed_at": utc_now(),
+                      **({"gc": True} if gc else {}), **_process_identity()}  # fmt: skip
+        self._etag: str | None = None
+        self._lost = ""
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _bytes(self) -> bytes:
+        return json.dumps({**self._body, "heartbeat_at": utc_now()}, sort_keys=True).encode()
+
+    def take(self) -> bool:
+        """Write the claim if nobody holds the number; False if somebody does."""
+        self._etag = self._registry._put(self.key, self._bytes(), condition={"If-None-Match": "*"})
+        return self._etag is not None
+
+    def refresh(self) -> None:
+        """Rewrite the claim (a heartbeat), only if it is still the one we wrote.
+
+        Raises:
+            RegistryError: gc took the claim over; the publish must stop without committing.
+        """
+        with self._lock:
+            if not self._lost:
+                condition = {"If-Match": self._etag} if self._etag else None
+                etag = self._registry._put(self.key, self._bytes(), condition=condition)
+                if etag is None:
+                    self._lost = (
+                        f"{self._registry.uri}: the claim on {self.name} version {self.version} was taken over "
+                        "while we uploaded (by `kfkit registry gc`, which found no heartbeat); publish again"
+                    )
+                else:
+                    self._etag = etag
+            if self._lost:
+                raise RegistryError(self._lost)
+
+    def check(self) -> None:
+        """Raise if a heartbeat found the claim taken over."""
+        if self._lost:
+            raise RegistryError(self._lost)
+
+    def owned(self) -> bool:
+        """Whether the stored claim is still ours (not taken over by gc)."""
+        if self._lost:
+            return False
+        found = self._registry._get(self.key)
+        if found is None:
+            return False
+        try:
+            stored = json.loads(found[0])
+        except ValueError:
+            return False
+        return stored.get("publish_id") == self._body["publish_id"] and "reaped_at" not in stored
+
+    def start_heartbeat(self) -> None:
+        """Refresh the claim in the background until :meth:`stop`."""
+        self._thread = threading.Thread(target=self._beat, name=f"kfkit-claim-{self.version}", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stopped.wait(_HEARTBEAT_S):
+            try:
+                self.refresh()
+            except RegistryError:
+                return  # taken over: the upload loop sees it at its next check
+            except Exception:  # a failed heartbeat is retried at the next beat
+                continue
+
+    def stop(self) -> None:
+        """Stop the heartbeat (idempotent)."""
+        self._stopped.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=30)
+
+
+def _process_identity() -> dict[str, Any]:
+    """What names this process for gc: host, boot, pid namespace, pid and start time (Linux /proc)."""
+    identity: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid()}
+    with contextlib.suppress(OSError):
+        identity["boot_id"] = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    with contextlib.suppress(OSError):
+        identity["pidns"] = os.readlink("/proc/self/ns/pid")
+    if (started := _process_start(os.getpid())) is not None:
+        identity["pid_start"] = started[0]
+    return identity
+
+
+def _process_start(pid: int) -> tuple[str, str] | None:
+    """(start time in clock ticks since boot, state) of a process, from /proc; None if there is none."""
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    fields = stat.rpartition(")")[2].split()  # the command name may hold spaces and parentheses
+    return (fields[19], fields[0]) if len(fields) > 19 else None
+
+
+def _publisher_state(claim: dict[str, Any]) -> str:
+    """``alive``, ``dead`` or ``unknown``: what this host can tell about the process a claim names.
+
+    Only a claim written on this boot of this host, in this pid namespace, can be checked; anything
+    else (another host, another container, a claim from an older kfkit) is ``unknown``.
+    """
+    mine = _process_identity()
+    if not all(claim.get(k) and claim.get(k) == mine.get(k) for k in ("host", "boot_id", "pidns")):
+        return "unknown"
+    try:
+        pid = int(claim["pid"])
+    except (KeyError, TypeError, ValueError):
+        return "unknown"
+    found = _process_start(pid)
+    if found is None:
+        return "dead"
+    started, state = found
+    if state in ("Z", "X") or (claim.get("pid_start") and claim["pid_start"] != started):
+        return "dead"  # exited (not yet reaped by its parent), or its pid now belongs to another process
+    return "alive"
+
+
+def _parse_time(text: Any) -> float | None:
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+def _timestamp(when: datetime | None) -> float:
+    return when.timestamp() if when is not None else 0.0
 
 
 class _HashingReader(io.RawIOBase):

@@ -128,6 +128,12 @@ def backend(request, tmp_path):
 
 
 @pytest.fixture
+def s3_backend(s3_server, tmp_path) -> S3Backend:
+    """An s3:// registry alone, for what only the S3 backend does."""
+    return S3Backend(s3_server, f"reg-{uuid.uuid4().hex[:10]}", tmp_path / "cache")
+
+
+@pytest.fixture
 def release(tmp_path) -> Path:
     """A small model folder: weights, spec, and a nested SavedModel-like folder."""
     folder = tmp_path / "release"

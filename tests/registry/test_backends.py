@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import threading
 from pathlib import Path
 
@@ -267,3 +269,56 @@ def test_unsupported_scheme_names_the_fix():
 
     with pytest.raises(RegistryError, match=r"'gs'.*file://PATH or s3://BUCKET/PREFIX"):
         open_registry("gs://bucket/models")
+
+
+def test_every_file_of_a_version_is_0644_whatever_the_source_modes(backend, release, tmp_path, monkeypatch):
+    """safetensors writes 0600; a version copied to a volume must stay readable by the serving runtime's user."""
+    os.chmod(release / "model.safetensors", 0o600)
+    os.chmod(release / "model.json", 0o640)
+    os.chmod(release / "saved_model" / "variables" / "variables.index", 0o755)
+    os.chmod(release / "saved_model" / "variables", 0o700)
+    umask = os.umask(0o077)  # a publisher's (or a server's) restrictive umask changes nothing either
+    try:
+        version = backend.open().publish(release, name="m")
+        if backend.kind == "s3":
+            monkeypatch.setenv("AWS_ENDPOINT_URL", backend.server.endpoint)
+            monkeypatch.setenv("KFKIT_CACHE_DIR", str(tmp_path / "kfkit-cache"))
+        folders = [resolve(version.uri), backend.open().fetch("m", "1", dest=tmp_path / "copy")]
+    finally:
+        os.umask(umask)
+    for folder in folders:
+        modes = {p.relative_to(folder).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in folder.rglob("*")}
+        assert set(modes) >= {*_files(release), MANIFEST_FILE}
+        assert {rel: mode for rel, mode in modes.items() if (folder / rel).is_file()} == dict.fromkeys(
+            [*_files(release), MANIFEST_FILE], 0o644
+        )
+        assert {mode for rel, mode in modes.items() if (folder / rel).is_dir()} == {0o755}
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+
+
+def test_a_version_whose_audit_line_was_lost_still_has_its_publish_event(backend, release, monkeypatch):
+    registry = backend.open()
+    registry.publish(release, name="m", actor="alice")
+
+    def unwritable(name, event):
+        raise RegistryError("the audit log is unwritable")
+
+    monkeypatch.setattr(registry, "_append_audit", unwritable)
+    version = registry.publish(release, name="m", actor="ci-bot")  # committed: its manifest is the record
+    assert version.version == "2" and version.actor == "ci-bot"
+    monkeypatch.undo()
+    registry.promote("m", 2, verify=False)
+    events = backend.open().audit("m")
+    assert [(e.action, e.to_version, e.actor) for e in events] == [
+        ("publish", "1", "alice"), ("publish", "2", "ci-bot"), ("promote", "2", events[2].actor)]  # fmt: skip
+    assert events[1].time == registry.manifest("m", "2")["created_at"] == version.created_at
+
+
+def test_models_with_no_committed_version_are_not_listed(backend, release):
+    registry = backend.open()
+    registry.publish(release, name="m")
+    backend.leave_partial("killed-first-publish", "1", {"model.json": b"{}"})
+    assert registry.models() == ["m"]
+    with pytest.raises(VersionNotFound):
+        registry.rollback("never-published")  # must not leave a model behind either
+    assert registry.models() == ["m"]

@@ -111,3 +111,29 @@ def test_run_checks_an_s3_registry_before_training(s3_server, tmp_path):
     assert result.returncode == 1
     assert "create the bucket 'no-such-bucket'" in result.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "pipeline_root").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "value"),
+    [
+        (["promote", "breast-cancer-mlp", "01", "--alias", "production"], "version '01'"),
+        (["promote", "breast-cancer-mlp", "1", "--alias", "Prod"], "alias 'Prod'"),
+        (["show", "Breast"], "model name 'Breast'"),
+        (["list", "Breast"], "model name 'Breast'"),
+        (["verify", "breast-cancer-mlp", "01"], "version '01'"),
+        (["rollback", "breast-cancer-mlp", "--alias", "Prod"], "alias 'Prod'"),
+        (["audit", "Breast"], "model name 'Breast'"),
+        (["gc", "Breast"], "model name 'Breast'"),
+    ],
+)
+def test_invalid_names_versions_and_aliases_are_usage_errors(tmp_path, release, args, value):
+    """The help says usage errors exit 2: a name that cannot be one is the user's input, like an unknown one."""
+    from kfkit.registry import open_registry
+
+    uri = f"file://{tmp_path / 'reg'}"
+    open_registry(uri).publish(release, name="breast-cancer-mlp")
+    result = _kfkit(*args, f"registry.uri={uri}")
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"kfkit registry {args[0]}: error: "), result.stderr
+    assert value in lines[0] and "is not valid" in lines[0]
