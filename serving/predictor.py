@@ -148,6 +148,12 @@ class KfkitPredictor(kserve.Model):
             "platform": self.framework,
             "inputs": self.get_input_types(),
             "outputs": self.get_output_types(),
+            # What a client needs to build a request (column order of the one input) and read the label.
+            # REST only: the V2 gRPC metadata message has no parameters field.
+            "parameters": {
+                "feature_names": list(self.spec.feature_names) if self.spec else [],
+                "threshold": float(self._threshold),
+            },
         }
 
     def _forward(self, features: np.ndarray) -> np.ndarray:

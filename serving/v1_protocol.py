@@ -64,13 +64,14 @@ class V1Decoder:
             if instance.keys() != expected:
                 missing = [n for n in names if n not in instance]
                 extra = sorted(str(k) for k in instance if k not in expected)
-                problems = [
-                    f"missing {quote_list(missing)}" if missing else "",
+                problems = [  # every missing name: the client has to add each of them
+                    f"missing {quote_list(missing, limit=len(missing))}" if missing else "",
                     f"unknown {quote_list(extra)}" if extra else "",
                 ]
                 raise InvalidInput(
                     f"instances[{i}]: {'; '.join(p for p in problems if p)}; "
-                    f"the model takes exactly these {len(names)} features: {quote_list(names)}"
+                    f"the model takes exactly these {len(names)} features (GET /v2/models/<name> lists them "
+                    f"in order): {quote_list(names)}"
                 )
             rows.append([instance[n] for n in names])
         return rows

@@ -138,6 +138,21 @@ def test_v2_metadata_describes_the_tensors(setup):
     ]
 
 
+def test_v2_metadata_parameters_say_how_to_build_a_request(served, setup):
+    """Feature names in input order and the threshold, so a client can build a named V1 row or read a label."""
+    meta = served.client.get(served.endpoint.v2_url.removesuffix("/infer")).json()
+    assert meta["parameters"] == {"feature_names": list(setup.spec.feature_names), "threshold": setup.spec.threshold}
+
+
+def test_missing_feature_error_lists_every_missing_name(served):
+    row = {n: 1.0 for n in NAMES[12:]}  # 12 of 30 left out: more than a message usually quotes
+    response = served.client.post(served.endpoint.v1_url, json={"instances": [row]})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    listed = error.split("missing ", 1)[1].split(";", 1)[0]
+    assert [name.strip("' ") for name in listed.split(",")] == NAMES[:12], error
+
+
 ROW = [0.5] * N
 
 BAD_V1 = {
