@@ -12,6 +12,10 @@ A backend stores four kinds of things under ``<root>/<model name>/``:
   rebuilds a publish event the log lacks (a publisher killed between the commit and the append).
 - backend bookkeeping (the S3 backend's version claims, the file backend's staging folders and lock).
   A publisher killed mid-way leaves some behind; :meth:`Registry.gc` removes what no live publisher holds.
+
+About 620 lines, past the usual 400: this is the whole contract every backend keeps (publish, numbering,
+aliases with compare-and-swap, audit, gc), written once above the few storage hooks a backend fills in;
+split, the order of a publish (stage, claim, commit, audit) would no longer read in one place.
 """
 
 from __future__ import annotations
