@@ -137,20 +137,27 @@ class ClusterTrainingConfig:
 
 @dataclass
 class TrainingConfig:
-    """The optimisation loop and how it is launched."""
+    """The optimisation loop and how it is launched.
 
-    epochs: int = 60
-    """Passes over the training split."""
-    batch_size: int = 64
-    """Rows per step per process."""
-    learning_rate: float = 3e-3
-    """AdamW learning rate."""
+    ``auto`` (the default of batch_size, epochs, learning_rate, early_stopping_patience, nproc and
+    threads) follows the size of the training split and the machine, by the rule in
+    :mod:`kfkit.training.plan`; the run prints what it chose. A number is used as given.
+    """
+
+    epochs: Any = "auto"
+    """Passes over the training split (at most, with early stopping); auto: about 2,000 optimizer steps, 3 to 60."""
+    batch_size: Any = "auto"
+    """Rows per step per process; auto: a global batch of about rows/128 (128 to 4096), split over the processes."""
+    learning_rate: Any = "auto"
+    """AdamW learning rate; auto: 3e-3 * sqrt(global batch / 128)."""
     weight_decay: float = 1e-4
     """AdamW weight decay."""
     pos_weight: Optional[float] = None
     """Weight of positive rows in the loss; None sets negatives/positives of the training split."""
-    nproc: int = 2
-    """Processes torchrun starts on this node (one per GPU on a GPU node)."""
+    nproc: Any = "auto"
+    """Processes torchrun starts on this node; auto: one per GPU on CUDA, one on the CPU (an int runs that many)."""
+    threads: Any = "auto"
+    """Intra-op CPU threads per process; auto: $OMP_NUM_THREADS if set, else 1 on the CPU (cores/nproc on CUDA)."""
     backend: str = "auto"
     """torch.distributed backend: auto (nccl on CUDA, gloo on CPU), gloo or nccl."""
     device: str = "auto"
@@ -161,8 +168,11 @@ class TrainingConfig:
     """Print a progress line every N epochs (and on the last)."""
     timeout_s: int = 3600
     """Fail the training step if torchrun runs longer than this."""
-    early_stopping_patience: int = 0
-    """Stop after this many epochs without a better validation PR-AUC and keep the best epoch (0 = off)."""
+    early_stopping_patience: Any = "auto"
+    """Stop after this many epochs without a better validation PR-AUC (0 = off); auto: 5 when the validation
+    split has at least 100 rows of its rarer class, else off."""
+    restore_best_weights: bool = True
+    """Publish the weights of the epoch with the best validation PR-AUC (ties: lower loss), not the last epoch's."""
     checkpoint_every_steps: int = 0
     """Write a resumable checkpoint every N optimizer steps (0 = at the end of every epoch)."""
     checkpoint_dir: Optional[str] = None
@@ -251,16 +261,106 @@ class ServingConfig:
 
 @dataclass
 class DriftConfig:
-    """Reference data published with each version for the drift detector."""
+    """The drift detector built for each version (``python -m kfkit.serving.drift``), and its reference data.
+
+    Published in the version's config.json; the detector (in .venv-drift) reads this section with
+    :class:`kfkit.serving.drift.settings.DriftSettings`, which has the same fields and does the checks.
+    """
 
     detector: str = "tabular"
-    """Detector kind the drift service builds (tabular = per-feature K-S tests)."""
+    """Test that decides a window drifted: tabular (alibi-detect TabularDrift: K-S per numeric feature,
+    chi-square per categorical one), mmd (MMDDrift, PyTorch backend, on standardised features) or psi
+    (population stability index per feature)."""
     p_val: float = 0.05
-    """Significance level of the drift test."""
+    """Significance level of the tabular and mmd tests (before the multiple-testing correction)."""
+    correction: str = "bonferroni"
+    """tabular: how p_val is shared by the per-feature tests, bonferroni or fdr (Benjamini-Hochberg)."""
     reference_rows: int = 1000
-    """Training rows sampled as the drift reference."""
-    window_size: int = 100
-    """Requests per drift test window."""
+    """Training rows sampled as the drift reference (reference.parquet)."""
+    window_size: int = 200
+    """Rows per test window: a window closes when it holds this many rows (multi-row requests count as rows)."""
+    window_seconds: float = 3600.0
+    """A window with at least min_window_rows rows also closes this long after it opened (0 = count only)."""
+    min_window_rows: int = 20
+    """Fewest rows a window closed by window_seconds is tested with; a smaller one stays open."""
+    overlap: float = 0.0
+    """Share of a closed window's newest rows that start the next one, in [0, 1) (0.5: a test every
+    window_size/2 rows, each on window_size rows)."""
+    categorical_features: list[str] = field(default_factory=list)
+    """Features tested with chi-square instead of K-S (tabular); categories come from the reference."""
+    n_permutations: int = 100
+    """mmd: permutations of the MMD test (its p-value resolution is 1/n_permutations)."""
+    psi_bins: int = 10
+    """psi: bins per feature, cut at reference quantiles (fewer when a feature has fewer distinct values)."""
+    psi_threshold: float = 0.25
+    """psi: PSI at or above which a feature drifted (0.1-0.25 is reported as moderate, 0.25+ as major)."""
+    output_drift: bool = True
+    """Also test the predicted probability (from logged responses) against the reference predictions."""
+    performance_window: int = 500
+    """Labelled rows (POST /v1/feedback) the rolling accuracy, precision, recall, ROC-AUC and PR-AUC cover."""
+    performance_min_labels: int = 100
+    """Labelled rows needed before the rolling metrics are compared with their floors."""
+    performance_floors: dict[str, float] = field(default_factory=lambda: {"accuracy": 0.8, "roc_auc": 0.75})
+    """Rolling metrics (accuracy, precision, recall, roc_auc, pr_auc) below which an
+    org.kfkit.drift.performance event is raised; {} = never."""
+    sink: Optional[str] = None
+    """URL drift events are POSTed to; None uses $K_SINK (Knative SinkBinding), else no events are sent."""
+
+
+@dataclass
+class RetrainConfig:
+    """The retrain trigger: which drift events start a retraining run, and how the run is started.
+
+    A drift test at p=0.05 run hourly on an unchanged stream raises about 1.2 false alarms a day, so one
+    drifted window never retrains: drift must be seen in ``min_drifted`` of the last ``window_span``
+    windows (hysteresis), one retrain answers a whole burst (deduplication), and no retrain starts within
+    ``cooldown_s`` of the last one.
+    """
+
+    min_drifted: int = 3
+    """Hysteresis K: drifted windows among the last ``window_span`` that start a retrain."""
+    window_span: int = 5
+    """Hysteresis M: how many of the latest windows (by window index; unreported windows count as no
+    drift) are looked at."""
+    cooldown_s: float = 21_600.0
+    """Seconds after a retrain starts during which no other starts (a burst that outlasts it retrains after)."""
+    dedup_capacity: int = 4096
+    """(source, id) pairs remembered, so an event Knative delivers again counts once; the oldest go first."""
+    dry_run: bool = False
+    """Record decisions and reasons only; start no run."""
+    port: int = 8091
+    """Port of the trigger's CloudEvents endpoint (on serving.host) that ``kfkit run`` starts."""
+    detector_port: int = 8090
+    """Port of the drift detector (on serving.host) that ``kfkit run`` starts next to the predictor."""
+    detector_python: Optional[str] = None
+    """Python of the drift environment; None = .venv-drift/bin/python of the kfkit checkout."""
+    startup_timeout_s: float = 120.0
+    """How long ``kfkit run`` waits for the detector and the trigger to answer ready."""
+    synthetic_drift: Optional[float] = 0.5
+    """dataset.drift of retrain runs on synthetic_fraud (the shifted distribution: its newest data); None
+    keeps the run's."""
+    dataset_path: Optional[str] = None
+    """dataset.path of retrain runs on csv: where the newest rows are; None re-reads the run's dataset.path."""
+    overrides: list[str] = field(default_factory=list)
+    """More overrides for retrain runs only, e.g. [training.epochs=20]."""
+    timeout_s: float = 7200.0
+    """Longest a retrain run may take before it is stopped and recorded as failed."""
+    reason: str = ""
+    """Why this run was started: the trigger sets it on the KFP runs it starts (the run parameter
+    config.retrain.reason); empty for a run a person started."""
+    kfp_host: Optional[str] = None
+    """Kubeflow Pipelines API (e.g. http://ml-pipeline.kubeflow:8888): retrain runs go there through
+    kfp.Client; None runs ``kfkit run --no-serve`` on this machine."""
+    kfp_experiment: str = "kfkit-retrain"
+    """KFP experiment the retrain runs are filed under."""
+    kfp_namespace: Optional[str] = None
+    """KFP namespace (multi-user Kubeflow); None uses the client's."""
+    kfp_pipeline_id: Optional[str] = None
+    """Run this uploaded pipeline (with kfp_version_id) instead of compiling kfkit's pipeline."""
+    kfp_version_id: Optional[str] = None
+    """Version of kfp_pipeline_id to run."""
+    kfp_poll_s: float = 30.0
+    """Seconds between reads of a KFP run's state."""
 
 
 @dataclass
@@ -295,6 +395,60 @@ class DeployConfig:
     """Memory limit of the model server container."""
     service_account: str = "kfkit"
     """ServiceAccount of the predictor pods; KServe reads the S3 credentials secret attached to it."""
+    mode: str = "knative"
+    """KServe deployment mode: knative (called Serverless before KServe 0.16) or standard (RawDeployment);
+    either spelling is accepted."""
+    autoscaler: str = "auto"
+    """auto, kpa, hpa or keda. auto: Knative mode uses KPA for concurrency/rps and HPA for cpu/memory;
+    Standard mode uses HPA for cpu/memory and KEDA (a Prometheus query) for concurrency/rps."""
+    scale_down_delay: Optional[str] = None
+    """Knative: how long replicas stay after the load drops (e.g. 10m), so GPU models do not thrash on cold
+    starts; None keeps Knative's default (0s)."""
+    initial_scale: Optional[int] = None
+    """Knative: replicas a new revision starts with; None keeps Knative's default (1)."""
+    prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
+    """Prometheus that scrapes the predictors' /metrics: KEDA's serverAddress, and where rollouts read the
+    canary's error rate and p99."""
+    keda_query: Optional[str] = None
+    """PromQL KEDA scales on instead of the one built from autoscaling_metric; divided by autoscaling_target."""
+    gpus: int = 0
+    """nvidia.com/gpu per predictor replica (request = limit); 0 = CPU only."""
+    node_selector: dict[str, str] = field(default_factory=dict)
+    """Node labels the predictor pods must match, e.g. {nvidia.com/gpu.product: NVIDIA-L4}."""
+    tolerations: list[dict[str, str]] = field(default_factory=list)
+    """Kubernetes tolerations of the predictor pods (key/operator/value/effect), e.g. for a GPU node pool."""
+    predictor_image: Optional[str] = None
+    """A custom predictor container instead of the kfkit ServingRuntime; KServe's storage initializer still
+    puts the version in /mnt/models. None uses the runtime."""
+    feast_repo: Optional[str] = None
+    """Feast repository folder inside the transformer image: adds kfkit's Feast transformer (entity ids ->
+    feature rows) in front of the predictor. None = no transformer."""
+    transformer_image: Optional[str] = None
+    """Image of the Feast transformer; None uses image."""
+    logger_url: Optional[str] = None
+    """Where KServe's logger sends request/response CloudEvents: the drift detector's URL (docs/drift.md),
+    e.g. http://kfkit-drift.kfkit.svc.cluster.local. None = no logger (unless logger_broker)."""
+    logger_broker: Optional[str] = None
+    """Instead of logger_url: the Knative Eventing Broker (in deploy.namespace) the logger posts to; a Trigger
+    routes the events on to the detector (manifests/eventing)."""
+    logger_mode: str = "all"
+    """What the logger sends: all, request or response."""
+    timeout_s: float = 600.0
+    """How long deploy (and each rollout move) waits for Ready of the generation it applied."""
+    canary_steps: list[int] = field(default_factory=lambda: [10, 50, 100])
+    """Traffic percentages `kfkit rollout auto` steps through; increasing, the last one 100."""
+    canary_step_s: float = 300.0
+    """How long `kfkit rollout auto` watches the canary at each step before the next."""
+    max_error_rate: float = 0.01
+    """Share of the canary's requests answered with a server error above which a rollout rolls back."""
+    slo_p99_ms: float = 100.0
+    """p99 latency bound of the canary (ms) in rollouts; also the SLO `kfkit bench serve` sizes capacity at."""
+    canary_replicas: int = 1
+    """Standard mode: replicas of the canary's Deployment (KServe 0.20's spec.canary[] has fixed replicas)."""
+    canary_alias: str = "canary"
+    """Registry alias of the version in canary; the production alias is registry.promote_to."""
+    tag_routing: bool = True
+    """Knative canaries: tag the revisions so latest-<name> and prev-<name> URLs reach each one for checks."""
 
 
 @dataclass
@@ -310,6 +464,7 @@ class KfkitConfig:
     serving: ServingConfig = field(default_factory=ServingConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
     work_dir: str = ".kfkit"
     """Where runs keep their outputs, logs and server state."""
 
@@ -419,10 +574,8 @@ def validate(cfg: KfkitConfig) -> None:
         )
     if not 0 < cfg.dataset.positive_rate < 1:
         raise ConfigError(f"dataset.positive_rate={cfg.dataset.positive_rate} must be in (0, 1)")
+    _check_training_auto(cfg.training)
     for key, value in (
-        ("training.epochs", cfg.training.epochs),
-        ("training.batch_size", cfg.training.batch_size),
-        ("training.nproc", cfg.training.nproc),
         ("dataset.n_rows", cfg.dataset.n_rows),
         ("training.cluster.num_nodes", cfg.training.cluster.num_nodes),
         ("evaluation.calibration_bins", cfg.evaluation.calibration_bins),
@@ -436,7 +589,6 @@ def validate(cfg: KfkitConfig) -> None:
     if not 0 < cfg.evaluation.threshold < 1:
         raise ConfigError(f"evaluation.threshold={cfg.evaluation.threshold} must be in (0, 1)")
     for key, value in (
-        ("training.early_stopping_patience", cfg.training.early_stopping_patience),
         ("training.checkpoint_every_steps", cfg.training.checkpoint_every_steps),
         ("training.cluster.gpus_per_node", cfg.training.cluster.gpus_per_node),
         ("gate.max_regression", cfg.gate.max_regression),
@@ -451,6 +603,43 @@ def validate(cfg: KfkitConfig) -> None:
             "digits and '-', at most 63 characters (e.g. model.name=fraud-mlp)"
         )
     check_serving(cfg.serving)
+    _check_drift(cfg.drift)
+
+
+def _check_drift(drift: DriftConfig) -> None:
+    """drift.* checks: the detector's own (one set of rules, so a config that passes here builds there)."""
+    from kfkit.serving.drift.settings import DriftSettings
+
+    DriftSettings.from_mapping(dataclasses.asdict(drift), where="drift")
+
+
+# training.* keys that take "auto" or a number: (type, smallest value, what the number means).
+_TRAINING_AUTO = {
+    "epochs": (int, 1, "a whole number of epochs"),
+    "batch_size": (int, 1, "a whole number of rows per process"),
+    "learning_rate": (float, 0.0, "a positive learning rate"),
+    "early_stopping_patience": (int, 0, "a whole number of epochs (0 = off)"),
+    "nproc": (int, 1, "a whole number of processes"),
+    "threads": (int, 1, "a whole number of threads per process"),
+}
+
+
+def _check_training_auto(training: TrainingConfig) -> None:
+    """The training.* settings typed ``Any`` (auto or a number): check them, and make numbers numbers.
+
+    kfp passes 1.0 as 1 (see :func:`_integral_floats_to_int`) and an ``Any`` field keeps what it gets, so
+    a float setting becomes a float here; bools and numeric strings are refused, not guessed at.
+    """
+    for name, (kind, low, meaning) in _TRAINING_AUTO.items():
+        value = getattr(training, name)
+        if value == "auto":
+            continue
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        whole = number and (kind is float or float(value).is_integer())
+        if not whole or (value <= low if kind is float else value < low):
+            bound = "above 0" if kind is float else f"at least {low}"
+            raise ConfigError(f"training.{name}={value!r} must be auto or {meaning} ({bound})")
+        setattr(training, name, kind(value))
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:

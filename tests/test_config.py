@@ -11,7 +11,10 @@ def test_defaults_compose_to_typed_config():
     assert isinstance(cfg, KfkitConfig)
     assert cfg.dataset.kind == "breast_cancer"
     assert cfg.model.name == "breast-cancer-mlp"  # interpolated from dataset.model_name
-    assert cfg.training.nproc == 2
+    # Training settings follow the data and the machine unless set (kfkit.training.plan).
+    for key in ("epochs", "batch_size", "learning_rate", "nproc", "threads", "early_stopping_patience"):
+        assert getattr(cfg.training, key) == "auto", key
+    assert cfg.training.restore_best_weights is True
 
 
 def test_overrides_reach_any_key_and_group():
@@ -39,6 +42,34 @@ def test_bad_values_name_themselves(override, expected):
     with pytest.raises(ConfigError) as info:
         compose([override])
     assert expected in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("training.nproc=0", "training.nproc=0 must be auto or a whole number of processes (at least 1)"),
+        ("training.nproc=many", "training.nproc='many' must be auto or a whole number of processes"),
+        ("training.nproc=true", "training.nproc=True must be auto"),
+        ("training.batch_size=1.5", "training.batch_size=1.5 must be auto or a whole number of rows per process"),
+        ("training.learning_rate=0", "training.learning_rate=0 must be auto or a positive learning rate"),
+        ("training.early_stopping_patience=-1", "training.early_stopping_patience=-1 must be auto"),
+        ("training.threads=0", "training.threads=0 must be auto or a whole number of threads"),
+    ],
+)
+def test_auto_or_number_training_settings_are_checked(override, message):
+    with pytest.raises(ConfigError) as info:
+        compose([override])
+    assert message in str(info.value)
+
+
+def test_auto_or_number_training_settings_take_numbers_and_survive_a_kfp_struct():
+    cfg = compose(["training.nproc=2", "training.batch_size=64", "training.learning_rate=0.01", "training.epochs=auto"])
+    assert (cfg.training.nproc, cfg.training.batch_size, cfg.training.learning_rate) == (2, 64, 0.01)
+    data = to_dict(cfg)
+    data["training"].update(nproc=2.0, batch_size=64.0, early_stopping_patience=0.0)  # protobuf Struct doubles
+    again = from_dict(data)
+    assert (again.training.nproc, again.training.batch_size, again.training.early_stopping_patience) == (2, 64, 0)
+    assert isinstance(again.training.nproc, int) and again.training.epochs == "auto"
 
 
 def test_dict_round_trip_drops_nulls_and_restores_them():

@@ -18,7 +18,8 @@ def train(config: dict, prepared: Input[Dataset], model: Output[Model], training
         config: The whole kfkit config; ``model`` and ``training`` sections are used.
         prepared: Output of prep.
         model: Output folder: model.safetensors, model.json, training.json.
-        training_metrics: Final losses and throughput.
+        training_metrics: Losses and val PR-AUC of the published epoch (the best validation epoch unless
+            training.restore_best_weights=false), that epoch, epochs run, samples/s and seconds.
     """
     from kfkit.config import from_dict
 
@@ -32,10 +33,22 @@ def train(config: dict, prepared: Input[Dataset], model: Output[Model], training
         from kfkit.training.launcher import train as run_training
 
         summary = run_training(prepared.path, cfg, model.path)
-    last = summary["history"][-1]
+    history = summary["history"]
+    # The epoch whose weights were written (the best validation epoch by default), not merely the last.
+    epoch = summary.get("published_epoch") or len(history)
+    published = history[epoch - 1]
     model.metadata.update(
-        {"framework": cfg.model.framework, "name": cfg.model.name, "world_size": summary["world_size"]}
+        {
+            "framework": cfg.model.framework,
+            "name": cfg.model.name,
+            "world_size": summary["world_size"],
+            "epoch": epoch,
+        }
     )
-    for key in ("train_loss", "val_loss", "samples_per_s"):
-        training_metrics.log_metric(key, float(last[key]))
+    for key in ("train_loss", "val_loss", "val_pr_auc"):
+        training_metrics.log_metric(key, float(published[key]))
+    training_metrics.log_metric("epoch", float(epoch))
+    training_metrics.log_metric("epochs_run", float(len(history)))
+    # Throughput over the whole run: total rows over total time of the training epochs.
+    training_metrics.log_metric("samples_per_s", float(summary.get("samples_per_s") or history[-1]["samples_per_s"]))
     training_metrics.log_metric("seconds", float(summary["seconds"]))

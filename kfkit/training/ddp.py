@@ -63,7 +63,7 @@ class DDPTrainer:
         self.distributed = self.world_size > 1
         self.progress = _Progress()
         self.best_state: dict[str, torch.Tensor] | None = None
-        """Rank 0, with early stopping on: the best epoch's weights so far (CPU)."""
+        """Rank 0, with training.restore_best_weights: the best validation epoch's weights so far (CPU)."""
         self.samples_seen = 0
         """Rows this rank trained on in the epoch in progress (with ``loss_sum``: its mean loss)."""
         self.resumed_from: int | None = None
@@ -100,6 +100,7 @@ class DDPTrainer:
         from kfkit.training.checkpoint import CHECKPOINT_FILE, checkpoint_dir, run_fingerprint
         from kfkit.training.data import load_split, positive_weight, shard_size
         from kfkit.training.early_stopping import EarlyStopping
+        from kfkit.training.plan import plan_training
         from kfkit.training.precision import device_and_backend, resolve_precision
 
         tc, rank = self.tc, self.rank
@@ -121,6 +122,16 @@ class DDPTrainer:
         self.x_val, self.y_val = (
             load_split(prepared.split_path("val"), features, label, device) if rank == 0 else (None, None)
         )
+        # The auto settings follow the splits (the same on every rank: they read the same schema).
+        self.plan = plan_training(
+            tc,
+            train_rows=len(self.y_train),
+            val_rows=prepared.rows["val"],
+            val_positives=prepared.positives["val"],
+            world_size=self.world_size,
+        )
+        self.cfg = self.plan.apply(self.cfg)
+        self.tc = tc = self.cfg.training
 
         # Same seed on every rank: identical initial weights (DDP would broadcast rank 0's anyway).
         random.seed(tc.seed)
@@ -280,7 +291,7 @@ class DDPTrainer:
         if self.rank == 0:
             val_loss, val_pr_auc = validate(self.model, self.loss_fn, self.x_val, self.y_val)
             improved = self.stopper.update(self.progress.epoch + 1, val_pr_auc, val_loss)
-            if improved and self.stopper.enabled:
+            if improved and self.tc.restore_best_weights:
                 self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
             verdict = torch.tensor(
                 [val_loss, val_pr_auc, float(self.stopper.should_stop)], dtype=torch.float64, device=self.device
@@ -335,7 +346,9 @@ class DDPTrainer:
         from kfkit.training.worker import TRAINING_SUMMARY_FILE
 
         if self.rank == 0:
-            stopper, history = self.stopper, self.progress.history
+            stopper, history, plan = self.stopper, self.progress.history, self.plan
+            keep_best = self.tc.restore_best_weights and self.best_state is not None
+            published = stopper.best_epoch if keep_best else len(history)
             summary = {
                 "world_size": self.world_size,
                 "backend": self.backend,
@@ -343,16 +356,19 @@ class DDPTrainer:
                 "precision": self.precision,
                 "pos_weight": self.pos_weight,
                 "batch_size": self.tc.batch_size,
+                "settings": plan.settings(),
                 "seconds": time.perf_counter() - self.started,
                 "train_seconds": self.train_seconds,
-                "best_epoch": stopper.best_epoch if stopper.enabled else len(history),
-                "best_val_pr_auc": stopper.best_score if stopper.enabled else history[-1]["val_pr_auc"],
+                "epochs_run": len(history),
+                "best_epoch": stopper.best_epoch or len(history),
+                "best_val_pr_auc": stopper.best_score if stopper.best_epoch else history[-1]["val_pr_auc"],
+                "published_epoch": published,
                 "stopped_early": stopper.should_stop,
                 "resumed_from_step": self.resumed_from,
                 "history": history,
             }
             model = self.model.cpu()
-            if stopper.enabled and self.best_state is not None:
+            if keep_best:
                 model.load_state_dict(self.best_state)
             model.eval()
             out = save_model(model, self.spec, self.out_dir)
@@ -367,9 +383,15 @@ class DDPTrainer:
             self.ckpt_path.unlink(missing_ok=True)
             with contextlib.suppress(OSError):
                 self.ckpt_path.parent.rmdir()  # only when empty: never remove what the user keeps there
+            record = history[published - 1] if published else {}
+            which = (
+                f"the best validation epoch of {len(history)}, val_pr_auc {record['val_pr_auc']:.4f}"
+                if keep_best
+                else "the last epoch"
+            )
             print(
-                f"[train] wrote {out} (epoch {summary['best_epoch']} weights, {EXPORT_FILE} exported "
-                f"in {summary['export']['seconds']:.1f} s)",
+                f"[train] wrote {out}: epoch {published} weights ({which}), {EXPORT_FILE} exported "
+                f"in {summary['export']['seconds']:.1f} s",
                 flush=True,
             )
         if self.distributed:
@@ -385,6 +407,8 @@ class DDPTrainer:
     def _announce(self) -> None:
         if self.rank == 0:
             tc = self.tc
+            if line := self.plan.describe(self.rows, self.world_size):
+                print(line, flush=True)
             print(
                 f"[train] {self.world_size} process(es), {self.backend}, {self.device}, {self.precision}: "
                 f"{self.rows:,} training rows, {self.steps_per_epoch} steps/epoch of {tc.batch_size} rows per "
@@ -425,7 +449,7 @@ class DDPTrainer:
         if stop:
             print(
                 f"[train] early stop after epoch {epoch + 1}: no better val_pr_auc for "
-                f"{tc.early_stopping_patience} epochs; keeping epoch {self.stopper.best_epoch} "
+                f"{tc.early_stopping_patience} epochs; the best was epoch {self.stopper.best_epoch} "
                 f"(val_pr_auc {self.stopper.best_score:.4f})",
                 flush=True,
             )

@@ -97,7 +97,7 @@ def training_command(cfg: KfkitConfig, paths: JobPaths) -> list[str]:
     """
     return [
         "python", "-m", "torch.distributed.run",
-        f"--nnodes={cfg.training.cluster.num_nodes}", f"--nproc_per_node={cfg.training.nproc}",
+        f"--nnodes={cfg.training.cluster.num_nodes}", f"--nproc_per_node={_nproc(cfg)}",
         "-m", "kfkit.training.worker",
         "--prepared", paths.prepared, "--config", paths.config, "--out", paths.out,
     ]  # fmt: skip
@@ -110,7 +110,7 @@ def _check(cfg: KfkitConfig) -> None:
             f"training.cluster.launcher={cluster.launcher} runs the PyTorch DDP worker; model.framework="
             f"{cfg.model.framework!r} trains with launcher=local or in_pod (MultiWorkerMirroredStrategy)"
         )
-    if cluster.gpus_per_node and cfg.training.nproc != cluster.gpus_per_node:
+    if cluster.gpus_per_node and _nproc(cfg) != cluster.gpus_per_node:
         raise ConfigError(
             f"training.nproc={cfg.training.nproc} but training.cluster.gpus_per_node={cluster.gpus_per_node}: "
             f"run one process per GPU (training.nproc={cluster.gpus_per_node})"
@@ -143,9 +143,20 @@ def _resources(cfg: KfkitConfig) -> dict[str, dict[str, Any]]:
     return k8s.resources(requests)
 
 
+def _nproc(cfg: KfkitConfig) -> int:
+    from kfkit.training.plan import pod_nproc
+
+    return pod_nproc(cfg.training)
+
+
 def _env(cfg: KfkitConfig) -> list[dict[str, str]]:
-    # One BLAS thread per CPU worker process (as the local launcher does): N processes share the cores.
-    threads = "1" if cfg.training.nproc > 1 and not cfg.training.cluster.gpus_per_node else ""
+    # Intra-op threads as the local launcher sets them: training.threads, else one per CPU worker process
+    # (the rule in kfkit.training.plan); GPU pods keep torch's default.
+    tc = cfg.training
+    if tc.threads != "auto":
+        threads = str(tc.threads)
+    else:
+        threads = "" if tc.cluster.gpus_per_node else "1"
     # HOME: caches (~/.cache, ~/.triton) go to the writable /tmp; the root filesystem is read-only.
     env = [{"name": "PYTHONUNBUFFERED", "value": "1"}, {"name": "HOME", "value": "/tmp"}]
     return env + ([{"name": "OMP_NUM_THREADS", "value": threads}] if threads else [])
@@ -220,7 +231,7 @@ def build_pytorchjob(
         "kind": "PyTorchJob",
         "metadata": _metadata(cfg, name),
         "spec": {
-            "nprocPerNode": str(cfg.training.nproc),
+            "nprocPerNode": str(_nproc(cfg)),
             "runPolicy": {
                 "activeDeadlineSeconds": cluster.job_timeout_s,
                 "backoffLimit": 3,
@@ -270,7 +281,7 @@ def build_trainjob(
                 "command": training_command(cfg, paths),
                 "env": _env(cfg),
                 "numNodes": cluster.num_nodes,
-                "numProcPerNode": cfg.training.nproc,
+                "numProcPerNode": _nproc(cfg),
                 "resourcesPerNode": _resources(cfg),
             },
             "runtimePatches": [

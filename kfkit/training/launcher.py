@@ -14,7 +14,7 @@ from kfkit.errors import TrainingError
 if TYPE_CHECKING:
     from kfkit.config import KfkitConfig
 
-__all__ = ["train", "torchrun_command"]
+__all__ = ["train", "torchrun_command", "local_processes"]
 
 
 def torchrun_command(prepared_dir: str | Path, config_path: str | Path, out_dir: str | Path, nproc: int) -> list[str]:
@@ -46,22 +46,21 @@ def train(prepared_dir: str | Path, cfg: KfkitConfig, out_dir: str | Path) -> di
     from kfkit.training.worker import ERROR_FILE, TRAINING_SUMMARY_FILE
 
     _check_precision(cfg)
+    nproc, threads = local_processes(cfg)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / ERROR_FILE).unlink(missing_ok=True)
     config_path = out.parent / f"{out.name}.config.json"
     config_path.write_text(json.dumps(to_dict(cfg), indent=2))
-    command = torchrun_command(prepared_dir, config_path, out, cfg.training.nproc)
+    command = torchrun_command(prepared_dir, config_path, out, nproc)
     env = dict(os.environ)
-    # Split the cores this process may use (taskset/cpuset aware) among the workers: with N workers on
-    # N cores, more threads per worker only contend. An OMP_NUM_THREADS already set wins.
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, cores // cfg.training.nproc)))
+    env["OMP_NUM_THREADS"] = str(threads)
     env["PYTHONUNBUFFERED"] = "1"
     checkpoint = checkpoint_dir(cfg.training.checkpoint_dir, out) / CHECKPOINT_FILE
     print(
-        f"[train] torchrun --nproc_per_node={cfg.training.nproc} (backend {cfg.training.backend}); "
-        f"checkpoints in {checkpoint.parent}" + (" (found one: resuming)" if checkpoint.is_file() else ""),
+        f"[train] torchrun --nproc_per_node={nproc}{' (auto)' if cfg.training.nproc == 'auto' else ''}, "
+        f"{threads} thread(s) each (backend {cfg.training.backend}); checkpoints in {checkpoint.parent}"
+        + (" (found one: resuming)" if checkpoint.is_file() else ""),
         flush=True,
     )
     try:
@@ -79,6 +78,26 @@ def train(prepared_dir: str | Path, cfg: KfkitConfig, out_dir: str | Path) -> di
             raise TrainingError(error_path.read_text().strip())
         raise TrainingError(f"torchrun exited with status {completed.returncode}; the worker output above says why")
     return json.loads(summary_path.read_text())
+
+
+def local_processes(cfg: KfkitConfig) -> tuple[int, int]:
+    """Processes torchrun starts here and intra-op threads per process: ``training.nproc`` and ``training.threads``.
+
+    ``auto`` follows :func:`kfkit.training.plan.resolve_nproc` (one per visible GPU on CUDA, one on the
+    CPU) and :func:`kfkit.training.plan.resolve_threads` (one per CPU process unless ``OMP_NUM_THREADS``
+    is set).
+    """
+    from kfkit.training.plan import AUTO, resolve_nproc, resolve_threads
+
+    tc = cfg.training
+    cuda_devices = None
+    if tc.device != "cpu" and AUTO in (tc.nproc, tc.threads):
+        import torch  # only torch knows what CUDA sees (CUDA_VISIBLE_DEVICES included)
+
+        cuda_devices = torch.cuda.device_count()
+    nproc = resolve_nproc(tc, cuda_devices=cuda_devices)
+    cuda = tc.device == "cuda" or bool(tc.device == "auto" and cuda_devices)
+    return nproc, resolve_threads(tc, nproc=nproc, cuda=cuda)
 
 
 def _check_precision(cfg: KfkitConfig) -> None:

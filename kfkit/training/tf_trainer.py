@@ -109,13 +109,9 @@ class KerasTrainer:
     """
 
     def __init__(self, cfg: KfkitConfig, prepared_dir: Path) -> None:
-        from kfkit.training.early_stopping import EarlyStopping
-
         self.cfg, self.tc = cfg, cfg.training
         self.prepared_dir = prepared_dir
         self.history: list[dict] = []
-        # The PyTorch trainer's rule: a higher validation PR-AUC, ties broken by a lower loss.
-        self.stopper = EarlyStopping(self.tc.early_stopping_patience)
         self.best_weights: list | None = None
         self.started = 0.0
         """perf_counter() when the first epoch began."""
@@ -141,6 +137,8 @@ class KerasTrainer:
 
         from kfkit.data.prep import load_prepared
         from kfkit.training.data import positive_weight, read_split
+        from kfkit.training.early_stopping import EarlyStopping
+        from kfkit.training.plan import plan_training
 
         tc = self.tc
         self.gpus = gpus = _visible_gpus(tc.device)
@@ -161,13 +159,25 @@ class KerasTrainer:
         self.features, self.label = features, label = prepared.feature_names, prepared.label
         x_train, y_train = read_split(prepared.split_path("train"), features, label)
         self.x_val, self.y_val = read_split(prepared.split_path("val"), features, label)
+        # The auto settings follow the splits, as in the PyTorch trainer (batch_size per replica).
+        self.plan = plan_training(
+            tc,
+            train_rows=len(y_train),
+            val_rows=len(self.y_val),
+            val_positives=int(self.y_val.sum()),
+            world_size=replicas,
+        )
+        self.cfg = self.plan.apply(self.cfg)
+        self.tc = tc = self.cfg.training
+        # The PyTorch trainer's rule: a higher validation PR-AUC, ties broken by a lower loss.
+        self.stopper = EarlyStopping(tc.early_stopping_patience)
         mean = x_train.mean(0)
         std = np.maximum(x_train.std(0, ddof=1), 1e-6)  # unbiased, as torch.std, floored as in the torch worker
         self.pos_weight = pos_weight = positive_weight(y_train, tc.pos_weight)
 
         # The splits are loaded once as tensors; each step gathers a batch of shuffled indices in one op
         # (no per-row Python, no per-row tf.data element work beyond shuffling an int64 index).
-        n_train = len(y_train)
+        self.n_train = n_train = len(y_train)
         self.global_batch = tc.batch_size * replicas  # batch_size is per replica, as per DDP process
         self.steps_per_epoch = steps_per_epoch = -(-n_train // self.global_batch)
         x_all = tf.constant(x_train)
@@ -265,7 +275,7 @@ class KerasTrainer:
         one_class = not 0 < y_val.sum() < len(y_val)
         val_pr_auc = float("nan") if one_class else float(average_precision_score(y_val, logits))
         val_loss = _weighted_bce(logits, y_val, self.pos_weight)
-        if self.stopper.update(epoch + 1, val_pr_auc, val_loss) and self.stopper.enabled:
+        if self.stopper.update(epoch + 1, val_pr_auc, val_loss) and self.tc.restore_best_weights:
             self.best_weights = self.model.get_weights()
         return val_loss, val_pr_auc, self.stopper.should_stop
 
@@ -274,7 +284,7 @@ class KerasTrainer:
         from kfkit.model import spec_from_config
 
         if self.best_weights is not None:
-            self.model.set_weights(self.best_weights)  # keep the best epoch, as early stopping promises
+            self.model.set_weights(self.best_weights)  # publish the best validation epoch (restore_best_weights)
         spec = spec_from_config(
             self.cfg,
             self.features,
@@ -295,6 +305,8 @@ class KerasTrainer:
             "epochs_run": len(self.history),
             "best_epoch": self.stopper.best_epoch,
             "best_val_pr_auc": self.stopper.best_score if self.stopper.best_epoch else None,
+            "published_epoch": self.stopper.best_epoch if self.best_weights is not None else len(self.history),
+            "settings": self.plan.settings(),
             "stopped_early": len(self.history) < self.tc.epochs,
             "history": self.history,
         }
@@ -302,6 +314,8 @@ class KerasTrainer:
 
     def _announce(self) -> None:
         if self.chief:
+            if line := self.plan.describe(self.n_train, self.replicas):
+                print(line, flush=True)
             print(
                 f"[train] tensorflow MultiWorkerMirroredStrategy: {self.replicas} replica(s), "
                 f"{'GPU' if self.gpus else 'CPU'}, {self.policy}, global batch {self.global_batch}",

@@ -68,3 +68,48 @@ def test_worker_stops_early_and_keeps_the_best_epoch(bc_prepared, tmp_path, run_
     assert kept == pytest.approx(scores[best - 1], abs=1e-9)
     assert summary["best_val_pr_auc"] == pytest.approx(kept, abs=1e-9)
     assert np.isfinite(summary["samples_per_s"]) and summary["samples_per_s"] > 0
+
+
+def _kept_val_pr_auc(prepared_dir, model_dir):
+    """Validation PR-AUC of the weights written to ``model_dir``."""
+    import torch
+
+    from kfkit.data.prep import load_prepared
+    from kfkit.model import load_model
+    from kfkit.training.data import load_split
+    from kfkit.training.metrics import average_precision
+
+    prepared = load_prepared(prepared_dir)
+    x_val, y_val = load_split(prepared.split_path("val"), prepared.feature_names, prepared.label, "cpu")
+    model, _ = load_model(model_dir)
+    with torch.inference_mode():
+        return average_precision(y_val, model(x_val))
+
+
+def test_best_validation_epoch_is_published_and_named(bc_prepared, tmp_path, run_worker, capfd):
+    # Breast cancer's 32 positive validation rows are too few to stop on (auto patience 0), but the best
+    # epoch is still what gets published; lr 0.5 makes PR-AUC wander, so the best is not the last.
+    status, summary = run_worker(
+        bc_prepared, tmp_path / "model", "training.epochs=12", "training.learning_rate=0.5", "training.device=cpu"
+    )
+    assert status == 0
+    assert summary["settings"]["early_stopping_patience"] == 0 and summary["settings"]["batch_size"] == 128
+    history, published = summary["history"], summary["published_epoch"]
+    assert len(history) == 12 and not summary["stopped_early"]
+    assert published == summary["best_epoch"] < 12
+    assert history[published - 1]["val_pr_auc"] == max(h["val_pr_auc"] for h in history)
+    assert _kept_val_pr_auc(bc_prepared, tmp_path / "model") == pytest.approx(
+        history[published - 1]["val_pr_auc"], abs=1e-9
+    )
+    assert f"epoch {published} weights (the best validation epoch of 12" in capfd.readouterr().out
+
+
+def test_restore_best_weights_false_publishes_the_last_epoch(bc_prepared, tmp_path, run_worker):
+    status, summary = run_worker(
+        bc_prepared, tmp_path / "model", "training.epochs=12", "training.learning_rate=0.5",
+        "training.device=cpu", "training.restore_best_weights=false",
+    )  # fmt: skip
+    assert status == 0
+    assert summary["published_epoch"] == 12 and summary["best_epoch"] < 12
+    kept = _kept_val_pr_auc(bc_prepared, tmp_path / "model")
+    assert kept == pytest.approx(summary["history"][-1]["val_pr_auc"], abs=1e-9)
