@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Debian packages some tests need and pip cannot bring: ss (iproute2: which address a server binds) and wrk
-# (the serving benchmark's HTTP load generator). Installs only what is missing; needs root (CI runs as root).
+# Debian packages some tests need and pip cannot bring: ss (iproute2: which address a server binds), wrk
+# (the serving benchmark's HTTP load generator) and prometheus (tests/deploy runs it as a plain process on
+# 127.0.0.1 to check the KEDA and canary queries). Installs only what is missing; needs root (CI runs as root).
 set -euo pipefail
 need=()
 command -v ss >/dev/null || need+=(iproute2)
 command -v wrk >/dev/null || need+=(wrk)
+command -v prometheus >/dev/null || need+=(prometheus)
 if ((${#need[@]} == 0)); then
     exit 0
 fi

@@ -312,3 +312,171 @@ def test_manifests_base_matches_the_builders(cfg):
 def test_deploy_yaml_mirrors_every_deploy_field():
     keys = yaml.safe_load((REPO / "configs" / "deploy" / "kserve.yaml").read_text()).keys()
     assert set(keys) == {f.name for f in dataclasses.fields(DeployConfig)}
+
+
+# --- deployment modes, autoscaling, placement, logger, transformer, lineage ----------------------------------
+
+
+SPELLINGS = [("Serverless", "knative"), ("knative", "knative"), ("RawDeployment", "standard"),
+             ("Standard", "standard"), ("raw_deployment", "standard")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("spelling", "mode"), SPELLINGS)
+def test_both_spellings_of_each_mode(spelling, mode):
+    from kfkit.deploy.autoscaling import deployment_mode
+
+    assert deployment_mode(spelling) == mode
+
+
+def test_unknown_mode_is_a_config_error(cfg):
+    with pytest.raises(ConfigError, match=r"deploy.mode='modelmesh' is not a KServe deployment mode"):
+        build_inference_service(with_deploy(cfg, mode="modelmesh"), storage_uri=URI)
+
+
+def test_knative_scale_to_zero_with_delay_and_initial_scale(cfg):
+    isvc = build_inference_service(
+        with_deploy(cfg, min_replicas=0, scale_down_delay="15m", initial_scale=2, autoscaling_metric="rps"),
+        storage_uri=URI,
+    )
+    assert isvc["metadata"]["annotations"] == {
+        "autoscaling.knative.dev/class": "kpa.autoscaling.knative.dev",
+        "autoscaling.knative.dev/metric": "rps",
+        "autoscaling.knative.dev/target": "10",
+        "autoscaling.knative.dev/scale-down-delay": "15m",
+        "autoscaling.knative.dev/initial-scale": "2",
+    }
+    assert isvc["spec"]["predictor"]["minReplicas"] == 0 and "autoScaling" not in isvc["spec"]["predictor"]
+
+
+def test_standard_mode_hpa_on_cpu(cfg):
+    isvc = build_inference_service(
+        with_deploy(cfg, mode="RawDeployment", autoscaling_metric="cpu", autoscaling_target=70), storage_uri=URI
+    )
+    assert isvc["metadata"]["annotations"] == {
+        "serving.kserve.io/deploymentMode": "Standard",
+        "serving.kserve.io/autoscalerClass": "hpa",
+    }
+    assert isvc["spec"]["predictor"]["autoScaling"] == {
+        "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization",
+                                                                                   "averageUtilization": 70}}}]
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(("metric", "query"), [
+    ("rps", 'sum(rate(kfkit_requests_total{namespace="kfkit",model="breast-cancer-mlp"}[1m]))'),
+    ("concurrency", 'sum(rate(kfkit_request_duration_seconds_sum{namespace="kfkit",model="breast-cancer-mlp"}[1m]))'),
+])  # fmt: skip
+def test_standard_mode_keda_on_the_predictors_metrics(cfg, metric, query):
+    changed = with_deploy(cfg, mode="standard", autoscaling_metric=metric, autoscaling_target=200, min_replicas=0)
+    isvc = build_inference_service(changed, storage_uri=URI)
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "keda"
+    assert isvc["spec"]["predictor"]["minReplicas"] == 0  # KEDA on a Prometheus query can scale to zero
+    assert isvc["spec"]["predictor"]["autoScaling"] == {"metrics": [{"type": "External", "external": {
+        "metric": {"backend": "prometheus", "serverAddress": cfg.deploy.prometheus_url, "query": query,
+                   "namespace": "kfkit"},
+        "target": {"type": "Value", "value": "200"}}}]}  # fmt: skip
+
+
+def test_keda_query_can_be_given(cfg):
+    query = 'sum(kfkit_inflight{namespace="kfkit"})'
+    changed = with_deploy(cfg, mode="standard", autoscaler="keda", autoscaling_metric="rps", keda_query=query)
+    metric = build_inference_service(changed, storage_uri=URI)["spec"]["predictor"]["autoScaling"]["metrics"][0]
+    assert metric["external"]["metric"]["query"] == query
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"mode": "standard", "autoscaling_metric": "cpu", "min_replicas": 0},
+         "deploy.min_replicas=0 with the HPA: a HorizontalPodAutoscaler cannot scale to zero and KServe silently "
+         "treats minReplicas 0 as 1"),
+        ({"mode": "standard", "autoscaler": "hpa", "autoscaling_metric": "rps"}, "KServe's HPA scales on cpu"),
+        ({"mode": "standard", "autoscaler": "keda", "autoscaling_metric": "cpu", "min_replicas": 0},
+         "KEDA cannot scale to zero on CPU or memory alone"),
+        ({"mode": "standard", "scale_down_delay": "5m"}, "scale_down_delay='5m' is a Knative autoscaler setting"),
+        ({"mode": "standard", "autoscaler": "kpa"}, "deploy.autoscaler=kpa is Knative's autoscaler"),
+        ({"autoscaler": "keda"}, "deploy.autoscaler=keda scales Standard-mode Deployments only"),
+        ({"autoscaler": "kpa", "autoscaling_metric": "cpu"}, "is not a KPA metric"),
+        ({"autoscaler": "hpa", "autoscaling_metric": "rps"}, "needs Knative's KPA"),
+        ({"autoscaler": "vpa"}, "deploy.autoscaler='vpa' is not one of auto, kpa, hpa, keda"),
+        ({"scale_down_delay": "2h"}, "over Knative's limit of 1h"),
+        ({"scale_down_delay": "soon"}, "is not a duration"),
+        ({"initial_scale": 0}, "needs scale to zero"),
+        ({"initial_scale": 9}, "must be between 0 and deploy.max_replicas=3"),
+        ({"gpus": -1}, "deploy.gpus=-1"),
+        ({"logger_url": "http://a", "logger_broker": "kfkit"}, "the logger posts to one place"),
+        ({"logger_url": "kfkit-drift:8090"}, "must be an http:// or https:// URL"),
+        ({"logger_mode": "both"}, "deploy.logger_mode='both'"),
+        ({"tolerations": [{"key": "a", "efect": "NoSchedule"}]}, r"tolerations\[0\] has unknown keys \['efect'\]"),
+        ({"mode": "standard", "keda_query": "up", "autoscaling_metric": "cpu"}, "deploy.keda_query is KEDA's query"),
+    ],
+)  # fmt: skip
+def test_scaling_and_wiring_mistakes_are_config_errors(cfg, changes, match):
+    with pytest.raises(ConfigError, match=match):
+        build_inference_service(with_deploy(cfg, **changes), storage_uri=URI)
+
+
+def test_gpus_node_selector_tolerations(cfg):
+    gpu = compose(["deploy=kserve-gpu"])
+    predictor = build_inference_service(gpu, storage_uri=URI)["spec"]["predictor"]
+    assert predictor["model"]["resources"] == {
+        "requests": {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": 1},
+        "limits": {"cpu": "4", "memory": "8Gi", "nvidia.com/gpu": 1},
+    }
+    assert predictor["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-L4"}
+    assert predictor["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert "nvidia.com/gpu" not in build_serving_runtime(gpu)["spec"]["containers"][0]["resources"]["limits"]
+
+
+def test_logger_to_the_drift_detector_or_a_broker(cfg):
+    url = "http://kfkit-drift.kfkit.svc.cluster.local:8090"
+    predictor = build_inference_service(with_deploy(cfg, logger_url=url), storage_uri=URI)["spec"]["predictor"]
+    assert predictor["logger"] == {"mode": "all", "url": url}
+    broker = with_deploy(cfg, logger_broker="kfkit", logger_mode="request")
+    assert build_inference_service(broker, storage_uri=URI)["spec"]["predictor"]["logger"] == {
+        "mode": "request", "url": "http://broker-ingress.knative-eventing.svc.cluster.local/kfkit/kfkit"}  # fmt: skip
+
+
+def test_feast_transformer_and_custom_container(cfg):
+    from kfkit.serving.server import build_parser as server_parser
+    from kfkit.serving.transformer import build_parser as transformer_parser
+
+    changed = with_deploy(cfg, feast_repo="/opt/feast", predictor_image="registry.example.com/kfkit:2", gpus=1)
+    isvc = build_inference_service(changed, storage_uri=URI)
+    (container,) = isvc["spec"]["predictor"]["containers"]
+    assert "model" not in isvc["spec"]["predictor"]
+    assert container["image"] == "registry.example.com/kfkit:2"
+    assert {"name": "STORAGE_URI", "value": URI + "/"} in container["env"]  # KServe's storage initializer reads it
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    parsed = server_parser().parse_args(container["args"])
+    assert (parsed.model_uri, parsed.model_name) == ("/mnt/models", "breast-cancer-mlp")
+    (transformer,) = isvc["spec"]["transformer"]["containers"]
+    assert transformer["command"] == ["python", "-m", "kfkit.serving.transformer"]
+    # KServe appends --model_name and --predictor_host to a transformer's args.
+    args = transformer_parser().parse_args([*transformer["args"], "--predictor_host=x-predictor.kfkit"])
+    assert (args.feast_repo, args.model_uri, args.predictor_host) == ("/opt/feast", "/mnt/models", "x-predictor.kfkit")
+    assert transformer["securityContext"]["readOnlyRootFilesystem"] is True
+    result = validate([isvc])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_lineage_labels_and_annotations(cfg):
+    lineage = {"model": "breast-cancer-mlp", "version": "3", "registry_uri": "s3://kfkit-models", "model_uri": URI,
+               "git_commit": "0123abc", "pipeline_run_id": "run-9", "dataset_sha256": ""}  # fmt: skip
+    isvc = build_inference_service(cfg, storage_uri=URI, lineage=lineage)
+    assert isvc["metadata"]["labels"]["kfkit.io/model"] == "breast-cancer-mlp"
+    assert isvc["metadata"]["labels"]["kfkit.io/model-version"] == "3"
+    annotations = isvc["metadata"]["annotations"]
+    assert annotations["kfkit.io/git-commit"] == "0123abc" and annotations["kfkit.io/pipeline-run-id"] == "run-9"
+    assert "kfkit.io/dataset-sha256" not in annotations  # empty values are left out
+    with pytest.raises(ConfigError, match="lineage key 'branch'"):
+        build_inference_service(cfg, storage_uri=URI, lineage={"branch": "main"})
+
+
+@pytest.mark.parametrize("option", sorted(p.stem for p in (REPO / "configs" / "deploy").glob("kserve*.yaml")))
+def test_every_cluster_deploy_config_builds_crd_valid_objects(option):
+    cfg = compose([f"deploy={option}"])
+    assert cfg.deploy.target == "kserve"
+    docs = [build_serving_runtime(cfg), build_inference_service(cfg, storage_uri=URI)]
+    result = validate(docs)
+    assert result.returncode == 0, result.stdout + result.stderr

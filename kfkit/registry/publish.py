@@ -57,6 +57,7 @@ def assemble(
 
     from kfkit.config import to_dict
     from kfkit.model import SPEC_FILE
+    from kfkit.training.worker import TRAINING_SUMMARY_FILE
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -80,7 +81,9 @@ def assemble(
     if gate_path is not None:
         shutil.copy2(gate_path, out / "gate.json")
         gate = json.loads(Path(gate_path).read_text())
-    (out / MODEL_CARD_FILE).write_text(_model_card(cfg, schema, evaluation, facts, gate))
+    training_path = out / TRAINING_SUMMARY_FILE  # what training resolved ("auto" settings) and published
+    training = json.loads(training_path.read_text()) if training_path.is_file() else {}
+    (out / MODEL_CARD_FILE).write_text(_model_card(cfg, schema, evaluation, facts, gate, training))
     return out
 
 
@@ -168,7 +171,12 @@ def promote_release(cfg: KfkitConfig, version: ModelVersion, *, run_id: str = ""
 
 
 def _model_card(
-    cfg: KfkitConfig, schema: dict, evaluation: dict, facts: dict[str, Any], gate: dict[str, Any] | None
+    cfg: KfkitConfig,
+    schema: dict,
+    evaluation: dict,
+    facts: dict[str, Any],
+    gate: dict[str, Any] | None,
+    training: dict[str, Any],
 ) -> str:
     metrics = evaluation["metrics"]
     rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in metrics.items() if k != "rows")
@@ -196,8 +204,7 @@ def _model_card(
 - **Data**: `{cfg.dataset.kind}`{f" ({cfg.dataset.path})" if cfg.dataset.path else ""}; {splits}.
 - **Model**: {cfg.model.framework} MLP, hidden layers {list(cfg.model.hidden_dims)}, dropout {cfg.model.dropout};
   inputs are standardised inside the model with training-split statistics.
-- **Training**: {cfg.training.epochs} epochs, batch {cfg.training.batch_size} per process,
-  AdamW lr {cfg.training.learning_rate}, {cfg.training.nproc} DDP process(es).
+- **Training**: {_training_line(cfg, training)}.
 - **Operating threshold**: {evaluation["threshold"]:.6g} (rule `{evaluation.get("threshold_rule", "fixed")}`,
   picked on the validation split).{note}
 - **Gate**: {gate_line}.
@@ -215,3 +222,17 @@ def _model_card(
 Scores rows drawn from the same population as the training data. The published `reference.parquet`
 lets the drift detector flag when live traffic moves away from it; retrain when it does.
 """
+
+
+def _training_line(cfg: KfkitConfig, training: dict[str, Any]) -> str:
+    """What training ran with: the resolved settings from training.json, the config's where it has none."""
+    settings = training.get("settings") or {}
+    epochs = settings.get("epochs", cfg.training.epochs)
+    batch = settings.get("batch_size", training.get("batch_size", cfg.training.batch_size))
+    lr = settings.get("learning_rate", cfg.training.learning_rate)
+    lr_text = f"{lr:.3g}" if isinstance(lr, float) else str(lr)
+    line = (f"up to {epochs} epochs, batch {batch} per process, AdamW lr {lr_text}, "
+            f"{training.get('world_size', cfg.training.nproc)} DDP process(es)")  # fmt: skip
+    if "published_epoch" in training:
+        line += f"; published epoch {training['published_epoch']} of {training.get('epochs_run', epochs)} run"
+    return line

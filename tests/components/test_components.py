@@ -72,6 +72,9 @@ def test_prep_train_evaluate_gate_publish_chain(tmp_path, make_config):
     assert json.loads((folder / "config.json").read_text())["model"]["name"] == "breast-cancer-mlp"
     card = (folder / "README.md").read_text()
     assert "run-1" in card and "Operating threshold" in card
+    trained = json.loads((folder / "training.json").read_text())  # the card says what "auto" resolved to
+    assert f"batch {trained['settings']['batch_size']} per process" in card and "auto" not in card
+    assert f"published epoch {trained['published_epoch']} of {trained['epochs_run']} run" in card
     stored = json.loads((folder / "metrics.json").read_text())
     assert stored["metrics"]["accuracy"] == outputs["metrics"].metadata["accuracy"]
     registry = open_registry((tmp_path / "registry").as_uri())
