@@ -32,8 +32,10 @@ $(VENV)/.installed: requirements/main.in requirements/main.lock setup.cfg pyproj
 	touch $@
 
 # Drift environment: alibi-detect 0.11.4 (the last Apache-2.0 release) cannot share the main one.
-$(DRIFT_VENV)/.installed: requirements/drift.in requirements/drift.lock
+# kfkit goes in without dependencies: the detector (python -m kfkit.serving.drift) imports only its light modules.
+$(DRIFT_VENV)/.installed: requirements/drift.in requirements/drift.lock setup.cfg pyproject.toml
 	$(call pinned_venv,$(DRIFT_VENV),drift)
+	$(DRIFT_VENV)/bin/pip install -q --disable-pip-version-check --no-deps -e .
 	touch $@
 
 # Benchmark peer only (make bench): Seldon MLServer cannot share kserve 0.20's environment (starlette pins clash).
