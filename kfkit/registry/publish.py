@@ -56,7 +56,8 @@ def assemble(
     import pandas as pd
 
     from kfkit.config import to_dict
-    from kfkit.model import SPEC_FILE
+    from kfkit.model import SPEC_FILE, load_scorer
+    from kfkit.model.names import PROBABILITY
     from kfkit.training.worker import TRAINING_SUMMARY_FILE
 
     out = Path(out_dir)
@@ -73,7 +74,11 @@ def assemble(
     schema = json.loads((Path(prepared_dir) / "schema.json").read_text())
     train = pd.read_parquet(Path(prepared_dir) / "train.parquet", columns=schema["feature_names"])
     reference = train.sample(n=min(cfg.drift.reference_rows, len(train)), random_state=cfg.dataset.seed)
-    reference.reset_index(drop=True).to_parquet(out / REFERENCE_FILE, index=False)
+    reference = reference.reset_index(drop=True)
+    if PROBABILITY not in reference.columns:  # the model's own answers: the output-drift test's reference
+        score, _ = load_scorer(out)
+        reference[PROBABILITY] = score(reference[schema["feature_names"]].to_numpy(dtype="float32"))
+    reference.to_parquet(out / REFERENCE_FILE, index=False)
     (out / CONFIG_FILE).write_text(json.dumps(to_dict(cfg), indent=2, sort_keys=True) + "\n")
     facts = lineage(cfg, prepared_dir, run_id)
     (out / LINEAGE_FILE).write_text(json.dumps(facts, indent=2, sort_keys=True) + "\n")

@@ -2,6 +2,8 @@
 
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Markdown, Metrics, Model
 
@@ -12,6 +14,7 @@ from kfkit.components.publish import publish
 from kfkit.components.train import train
 from kfkit.config import to_dict
 from kfkit.errors import GateFailed
+from kfkit.model import load_scorer
 from kfkit.registry import open_registry, verify
 
 
@@ -75,6 +78,9 @@ def test_prep_train_evaluate_gate_publish_chain(tmp_path, make_config):
     trained = json.loads((folder / "training.json").read_text())  # the card says what "auto" resolved to
     assert f"batch {trained['settings']['batch_size']} per process" in card and "auto" not in card
     assert f"published epoch {trained['published_epoch']} of {trained['epochs_run']} run" in card
+    reference = pd.read_parquet(folder / "reference.parquet")  # with the model's answers, for output drift
+    score, spec = load_scorer(folder)
+    np.testing.assert_allclose(reference["probability"], score(reference[spec.feature_names].to_numpy("float32")))
     stored = json.loads((folder / "metrics.json").read_text())
     assert stored["metrics"]["accuracy"] == outputs["metrics"].metadata["accuracy"]
     registry = open_registry((tmp_path / "registry").as_uri())
