@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("--no-serve", action="store_true", help="stop the model server once the smoke test passed")
+    run.add_argument("--no-drift", action="store_true", help="serve without the drift detector and retrain trigger "
+                     "(default: both run beside the predictor when .venv-drift exists; see `kfkit drift`)")  # fmt: skip
     run.add_argument(
         "--verbose",
         action="store_true",
@@ -156,9 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     show.add_argument("overrides", nargs="*", metavar="OVERRIDE", help=_OVERRIDES_HELP)
 
-    from kfkit import registry_cli
+    from kfkit import drift_cli, registry_cli
 
     registry_cli.add_parser(sub)
+    drift_cli.add_parser(sub)
+    from kfkit import deploy_cli
+
+    deploy_cli.add_parsers(sub)
     return parser
 
 
@@ -170,14 +176,22 @@ def main(argv: list[str] | None = None) -> int:
         args.args += extra  # the benchmark parses its own options
     elif args.command == "registry" and not any(a.startswith("-") for a in extra):
         args.args += extra  # operands and overrides given after an option (promote m 2 --reason x KEY=VALUE)
+    elif args.command in ("deploy", "rollout") and not any(a.startswith("-") for a in extra):
+        args.overrides += extra  # overrides given after an option (rollout start --version 2 KEY=VALUE)
+    elif args.command == "drift" and not any(a.startswith("-") for a in extra):
+        args.overrides += extra  # overrides given after an option (simulate work_dir=… --shift 1 dataset=…)
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         commands = {"run": _run, "serve": _serve, "compile": _compile, "manifest": _manifest, "config": _show_config,
-                    "registry": _registry, "bench": _bench}  # fmt: skip
+                    "registry": _registry, "bench": _bench, "drift": _drift}  # fmt: skip
+        if args.command in ("deploy", "rollout"):
+            from kfkit import deploy_cli
+
+            commands |= {"deploy": deploy_cli.run_deploy, "rollout": deploy_cli.run_rollout}
         return commands[args.command](args)
     except KfkitError as e:
-        command = f"{args.command} {args.action}" if args.command == "registry" else args.command
+        command = f"{args.command} {args.action}" if args.command in ("registry", "drift", "rollout") else args.command
         print(f"kfkit {command}: error: {e}", file=sys.stderr)
         return e.exit_code  # 2: the user's input or a name that does not exist; 3: the gate said no
     except KeyboardInterrupt:
@@ -256,6 +270,11 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = _compose(args.overrides)
     _preflight(cfg)
+    loop = None
+    if not (args.no_serve or args.no_drift):  # the detector and the trigger beside the predictor (kfkit.retrain.local)
+        from kfkit.retrain.local import DriftLoop
+
+        cfg, loop = DriftLoop.prepare(cfg, args.overrides)
     print(f"kfkit run: {cfg.model.name} on {cfg.dataset.kind}, {cfg.training.epochs} epochs x "
           f"{cfg.training.nproc} process(es); outputs in {cfg.work_dir}", flush=True)  # fmt: skip
     started = time.time()
@@ -273,9 +292,14 @@ def _run(args: argparse.Namespace) -> int:
         stop_server(endpoint)
         print("kfkit run: server stopped (--no-serve)")
         return 0
-    print("\nServing until Ctrl-C ...", flush=True)
-    _wait_for_interrupt(endpoint.pid)
-    stop_server(endpoint)
+    try:
+        if loop is not None:
+            loop.start(summary)
+        print("\nServing until Ctrl-C ...", flush=True)
+        _wait_for_interrupt(endpoint.pid, tick=loop.tick if loop else None)
+    finally:
+        endpoint = (loop.stop() if loop else None) or endpoint  # the loop may have moved to a newer version
+        stop_server(endpoint)
     print("kfkit run: server stopped")
     return 0
 
@@ -310,8 +334,11 @@ def _files_lines(files: dict) -> str:
     return "".join(f"  {label:<10}{value}\n" for label, value in lines if value)
 
 
-def _wait_for_interrupt(pid: int) -> None:
+def _wait_for_interrupt(pid: int, tick=None) -> None:
     """Block until Ctrl-C (SIGINT) or SIGTERM, or until the server process exits on its own.
+
+    ``tick()``, if given, is called every half second and returns the server's pid (the drift loop restarts
+    the server when a retrained version is promoted).
 
     Both signals get a handler here: a process started in the background by a non-interactive shell
     inherits SIGINT as ignored, and Python then never raises KeyboardInterrupt, so Ctrl-C (or
@@ -328,6 +355,7 @@ def _wait_for_interrupt(pid: int) -> None:
     previous = {sig: signal.signal(sig, _handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         while not stop:
+            pid = tick() if tick else pid
             try:
                 os.kill(pid, 0)
             except ProcessLookupError:
@@ -354,6 +382,12 @@ def _stop_servers_started_since(work_dir: Path, since: float) -> None:
 
 def _registry(args: argparse.Namespace) -> int:
     from kfkit.registry_cli import run
+
+    return run(args)
+
+
+def _drift(args: argparse.Namespace) -> int:
+    from kfkit.drift_cli import run
 
     return run(args)
 
