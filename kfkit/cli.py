@@ -275,8 +275,10 @@ def _run(args: argparse.Namespace) -> int:
         from kfkit.retrain.local import DriftLoop
 
         cfg, loop = DriftLoop.prepare(cfg, args.overrides)
-    print(f"kfkit run: {cfg.model.name} on {cfg.dataset.kind}, {cfg.training.epochs} epochs x "
-          f"{cfg.training.nproc} process(es); outputs in {cfg.work_dir}", flush=True)  # fmt: skip
+    tc = cfg.training
+    plan = ("training settings from the data's size" if "auto" in (str(tc.epochs), str(tc.nproc)) else
+            f"{tc.epochs} epochs x {tc.nproc} process(es)")  # fmt: skip
+    print(f"kfkit run: {cfg.model.name} on {cfg.dataset.kind}, {plan}; outputs in {cfg.work_dir}", flush=True)
     started = time.time()
     try:
         summary = run_local(cfg, verbose=args.verbose)
@@ -285,21 +287,22 @@ def _run(args: argparse.Namespace) -> int:
         raise
     endpoint = LocalEndpoint.from_dict(summary["endpoint"])
     summary["seconds"] = round(time.time() - started, 1)
-    if args.summary_json:
-        Path(args.summary_json).write_text(json.dumps(summary, indent=2) + "\n")
-    _print_summary(summary)
-    if args.no_serve:
-        stop_server(endpoint)
-        print("kfkit run: server stopped (--no-serve)")
-        return 0
-    try:
-        if loop is not None:
-            loop.start(summary)
-        print("\nServing until Ctrl-C ...", flush=True)
-        _wait_for_interrupt(endpoint.pid, tick=loop.tick if loop else None)
-    finally:
-        endpoint = (loop.stop() if loop else None) or endpoint  # the loop may have moved to a newer version
-        stop_server(endpoint)
+    with _StopSignals() as signals:  # from here on Ctrl-C means "stop serving", even while the loop starts
+        if args.summary_json:
+            Path(args.summary_json).write_text(json.dumps(summary, indent=2) + "\n")
+        _print_summary(summary)
+        if args.no_serve:
+            stop_server(endpoint)
+            print("kfkit run: server stopped (--no-serve)")
+            return 0
+        try:
+            if loop is not None and not signals.received:
+                loop.start(summary)
+            print("\nServing until Ctrl-C ...", flush=True)
+            _wait_for_interrupt(endpoint.pid, signals, tick=loop.tick if loop else None)
+        finally:
+            endpoint = (loop.stop() if loop else None) or endpoint  # the loop may have moved to a newer version
+            stop_server(endpoint)
     print("kfkit run: server stopped")
     return 0
 
@@ -334,38 +337,47 @@ def _files_lines(files: dict) -> str:
     return "".join(f"  {label:<10}{value}\n" for label, value in lines if value)
 
 
-def _wait_for_interrupt(pid: int, tick=None) -> None:
+class _StopSignals:
+    """SIGINT and SIGTERM set a flag while the block runs, whatever this process inherited.
+
+    A process started in the background by a non-interactive shell inherits SIGINT as ignored, and Python
+    then never raises KeyboardInterrupt, so Ctrl-C (or ``kill -INT``) would be lost and the server left
+    running. Installed as soon as the pipeline is done, so a Ctrl-C while the drift loop starts counts too.
+    """
+
+    def __init__(self) -> None:
+        self.received = False
+        self._previous: dict = {}
+
+    def __enter__(self) -> _StopSignals:
+        def _handler(signum, frame):  # noqa: ARG001
+            self.received = True
+
+        self._previous = {sig: signal.signal(sig, _handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _wait_for_interrupt(pid: int, signals: _StopSignals, tick=None) -> None:
     """Block until Ctrl-C (SIGINT) or SIGTERM, or until the server process exits on its own.
 
     ``tick()``, if given, is called every half second and returns the server's pid (the drift loop restarts
     the server when a retrained version is promoted).
-
-    Both signals get a handler here: a process started in the background by a non-interactive shell
-    inherits SIGINT as ignored, and Python then never raises KeyboardInterrupt, so Ctrl-C (or
-    ``kill -INT``) would be lost and the server left running.
     """
     import os
 
-    stop = False
-
-    def _handler(signum, frame):  # noqa: ARG001
-        nonlocal stop
-        stop = True
-
-    previous = {sig: signal.signal(sig, _handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while not stop:
-            pid = tick() if tick else pid
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                print("kfkit run: the model server exited; see its log", file=sys.stderr)
-                return
-            time.sleep(0.5)
-        print()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    while not signals.received:
+        pid = tick() if tick else pid
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            print("kfkit run: the model server exited; see its log", file=sys.stderr)
+            return
+        time.sleep(0.5)
+    print()
 
 
 def _stop_servers_started_since(work_dir: Path, since: float) -> None:

@@ -59,6 +59,19 @@ def drift_python(cfg: KfkitConfig) -> Path:
     return Path(__file__).resolve().parents[2] / ".venv-drift" / "bin" / "python"
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when ``kfkit run`` dies, even by SIGKILL (Linux prctl).
+
+    The detector and the trigger belong to the run that started them; a run killed outright must not leave
+    them holding their ports.
+    """
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 class _Child:
     """A background process of the loop, in its own session, logging to a file."""
 
@@ -74,6 +87,7 @@ class _Child:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
 
