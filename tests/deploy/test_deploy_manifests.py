@@ -169,7 +169,7 @@ def kustomize(folder: Path) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def rendered(s3_endpoint, tmp_path_factory) -> dict[str, list[dict[str, Any]]]:
     """Every set: each overlay, the training examples, and `kfkit deploy --dry-run` per deploy variant."""
-    from conftest import BUCKET, publish_versions
+    from deploy_support import BUCKET, publish_versions
 
     from kfkit.registry import open_registry
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import GIT_COMMIT
+from deploy_support import GIT_COMMIT
 from kube_scenario import Scenario
 
 from kfkit.deploy.inference_service import to_yaml
@@ -160,7 +160,7 @@ def test_a_local_registry_cannot_feed_a_cluster(tmp_path):
     from kfkit.registry import open_registry
 
     registry = open_registry(f"file://{tmp_path}/reg")
-    from conftest import publish_versions
+    from deploy_support import publish_versions
 
     publish_versions(registry, NAME, 1, tmp_path)
     cfg = compose(["deploy=kserve", f"registry.uri=file://{tmp_path}/reg"])

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import numpy as np
 import pytest
-from conftest import MODEL, drift_event
+from retrain_events import MODEL, drift_event
 
 from kfkit.cli import main
 from kfkit.data.sources import breast_cancer

@@ -4,7 +4,7 @@ import json
 import time
 
 import pytest
-from conftest import MODEL, drift_event
+from retrain_events import MODEL, drift_event
 
 from kfkit.registry import open_registry
 from kfkit.retrain.trigger import Trigger

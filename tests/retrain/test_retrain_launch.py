@@ -6,7 +6,7 @@ import textwrap
 import time
 
 import pytest
-from conftest import MODEL, drift_event
+from retrain_events import MODEL, drift_event
 
 from kfkit.config import compose
 from kfkit.registry import open_registry

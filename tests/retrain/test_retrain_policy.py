@@ -1,7 +1,7 @@
 """The trigger's rule: K of the last M windows, one retrain per burst, a cooldown, redeliveries counted once."""
 
 import pytest
-from conftest import drift_event
+from retrain_events import drift_event
 
 from kfkit.config import RetrainConfig
 from kfkit.errors import ConfigError, InvalidInput

@@ -5,7 +5,7 @@ import socket
 
 import httpx
 import pytest
-from conftest import MODEL, drift_event
+from retrain_events import MODEL, drift_event
 
 from kfkit.retrain.server import MAX_BODY_BYTES, TriggerServer
 from kfkit.retrain.trigger import Trigger
