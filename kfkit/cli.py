@@ -39,7 +39,8 @@ def _config_epilog() -> str:
             lines.append(f"  {group.name:<11} {', '.join(options)}")
     lines += [
         "",
-        "every key is documented in kfkit/config/ (schema.py, serving.py); `kfkit config [OVERRIDES]` prints the composed config.",
+        "every key is documented in kfkit/config/ (schema.py, serving.py);",
+        "`kfkit config [OVERRIDES]` prints the composed config.",
     ]
     return "\n".join(lines)
 
