@@ -1,6 +1,6 @@
 """The ``kfkit`` command line: run the pipeline locally, serve a version, compile for a cluster.
 
-About 450 lines, past the usual 400: one argparse parser with every subcommand's help, and a short
+About 500 lines, past the usual 400: one argparse parser with every subcommand's help, and a short
 handler per subcommand that calls the module doing the work (the registry's commands live in
 :mod:`kfkit.registry_cli`).
 """

@@ -26,6 +26,8 @@ __all__ = [
     "EntityNotFound",
     "UpstreamError",
     "ServingError",
+    "DeployError",
+    "RolloutError",
     "PipelineError",
     "GateFailed",
     "GRPC_CODES",
@@ -162,6 +164,18 @@ class ServingError(KfkitError):
 
     status_code = 503
     grpc_code = "UNAVAILABLE"
+
+
+class DeployError(ServingError):
+    """The cluster refused an object, or the InferenceService did not become Ready (the message says why)."""
+
+    status_code = 502
+    grpc_code = "UNAVAILABLE"
+    exit_code = 1
+
+
+class RolloutError(DeployError):
+    """A rollout move is not possible in the current state (the message says which move is)."""
 
 
 class PipelineError(KfkitError):

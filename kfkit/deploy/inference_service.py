@@ -18,6 +18,10 @@ Beyond the default (one predictor on the kfkit runtime, Knative autoscaling), th
 mode with HPA or KEDA (:mod:`kfkit.deploy.autoscaling`), GPUs, node selectors and tolerations, KServe's
 logger (to the drift detector's URL or a Knative Broker), kfkit's Feast transformer, a custom predictor
 container, and the registry version's lineage as labels and annotations.
+
+About 480 lines, past the usual 400: one typed builder per object (ServingRuntime, InferenceService with
+its predictor, transformer, logger, autoscaling and placement) whose fields must agree with each other
+and with the Helm chart and manifests/ (the tests compare them); kept as one page of the object's shape.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ The deploy step of the pipeline (``deploy.target=kserve``) and ``kfkit deploy`` 
    and the pods (image pull, storage initializer, quota, the server exiting, readiness), with what to do.
 
 Inside a pod the service account's credentials are used, elsewhere the kubeconfig's current context.
+
+A little over 400 lines: the kubernetes client wrapper, the object set and the wait belong to one apply;
+why a generation is not Ready is :mod:`kfkit.deploy.diagnosis`.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kfkit import k8s as kube
+from kfkit.deploy import diagnosis
+from kfkit.deploy.diagnosis import REVISION_API
 from kfkit.deploy.inference_service import build_inference_service, build_serving_runtime, checkov_annotations
-from kfkit.errors import ConfigError, RegistryError, ServingError
+from kfkit.errors import ConfigError, DeployError, RegistryError
 
 if TYPE_CHECKING:
     from kfkit.config import KfkitConfig
@@ -37,7 +42,6 @@ __all__ = [
     "ISVC_API",
     "RUNTIME_API",
     "REVISION_API",
-    "DeployError",
     "Cluster",
     "Deployment",
     "api_client",
@@ -52,32 +56,7 @@ FIELD_MANAGER = kube.MANAGER
 """Server-side apply field manager of everything kfkit applies."""
 ISVC_API = ("serving.kserve.io", "v1beta1", "inferenceservices")
 RUNTIME_API = ("serving.kserve.io", "v1alpha1", "servingruntimes")
-REVISION_API = ("serving.knative.dev", "v1", "revisions")
 _APIS = {"InferenceService": ISVC_API, "ServingRuntime": RUNTIME_API}
-_IMAGE_PULL = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
-_CRASH = ("CrashLoopBackOff", "Error", "OOMKilled", "RunContainerError", "CreateContainerError")
-_STORAGE_INITIALIZER = "storage-initializer"
-_FATAL_TRANSITIONS = ("BlockedByFailedLoad", "InvalidSpec")
-_HINTS = {
-    "image pull": "check deploy.image (or deploy.predictor_image) and the image pull secret of the service account",
-    "storage initializer": "check that the storage URI exists and that the S3 secret of deploy.service_account "
-    "can read it (serving.kserve.io/s3-endpoint annotation, credentials)",
-    "quota": "the namespace's ResourceQuota is used up: lower deploy.cpu_request/memory_request/gpus or "
-    "deploy.max_replicas, or raise the quota",
-    "model server exited": "see the container's log: `kubectl -n {ns} logs {pod} -c kserve-container --previous`",
-    "readiness": "the server runs but never passed its readiness probe: see `kubectl -n {ns} logs {pod} -c "
-    "kserve-container` (a slow model load needs a longer deploy.timeout_s)",
-    "model load": "the runtime could not load the version: see the predictor's log",
-    "scheduling": "no node fits the pod: check deploy.gpus, deploy.node_selector and deploy.tolerations",
-    "revision failed": "see `kubectl -n {ns} describe revision {revision}`",
-}
-
-
-class DeployError(ServingError):
-    """The cluster refused an object, or the InferenceService did not become Ready (the message says why)."""
-
-    status_code = 502
-    exit_code = 1
 
 
 def api_client() -> Any:
@@ -305,144 +284,6 @@ def apply_all(cluster: Cluster, docs: list[dict[str, Any]]) -> list[dict[str, An
     return applied
 
 
-def _condition(conditions: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
-    return next((c for c in conditions if c.get("type") == kind), None)
-
-
-@dataclass
-class _Cause:
-    cause: str
-    detail: str
-    where: str = ""
-    pod: str = ""
-    revision: str = ""
-    fatal: bool = True
-
-
-def _classify(reason: str, message: str, container: str = "") -> str | None:
-    text = f"{reason} {message}".lower()
-    if "exceeded quota" in text or reason == "ExceededQuota":
-        return "quota"
-    if reason in _IMAGE_PULL or "pulling image" in text or "pull image" in text:
-        return "image pull"
-    if container == _STORAGE_INITIALIZER:
-        return "storage initializer"
-    if reason in ("ModelLoadFailed", "RuntimeUnhealthy") or "failedtoload" in text:
-        return "model load"
-    if reason == "Unschedulable" or "insufficient" in text:
-        return "scheduling"
-    if reason in _CRASH or reason.startswith("ExitCode"):
-        return "model server exited"
-    if "readiness probe" in text:
-        return "readiness"
-    return None
-
-
-def _status_cause(isvc: dict[str, Any], generation: int) -> _Cause | None:
-    """A failure the InferenceService's own status reports for this generation (conditions, model status)."""
-    status = isvc.get("status") or {}
-    if (status.get("observedGeneration") or 0) < generation:
-        return None
-    model = status.get("modelStatus") or {}
-    failure = model.get("lastFailureInfo") or {}
-    if model.get("transitionStatus") in _FATAL_TRANSITIONS or failure:
-        reason = failure.get("reason") or model.get("transitionStatus", "")
-        message = failure.get("message", "")
-        cause = _classify(reason, message, failure.get("location", "")) or "model load"
-        return _Cause(cause, f"{reason}: {message}".strip(": "), revision=failure.get("modelRevisionName", ""))
-    for condition in status.get("conditions") or []:
-        reason, message = condition.get("reason", ""), condition.get("message", "")
-        if condition.get("status") == "False" and any(w in reason for w in ("Failed", "Deadline", "Invalid", "Quota")):
-            cause = _classify(reason, message) or "revision failed"
-            return _Cause(cause, f"{condition.get('type')}={condition.get('status')} ({reason}): {message}")
-    return None
-
-
-def _revision_cause(cluster: Cluster, namespace: str, revision: str) -> _Cause | None:
-    """A Knative revision's failed condition (image pull, quota, exit code ...)."""
-    from kubernetes.client.exceptions import ApiException
-
-    try:
-        found = cluster.get(REVISION_API, namespace, revision)
-    except ApiException:
-        return None  # Standard mode, or no read access to revisions: the pods tell the rest
-    for condition in (found or {}).get("status", {}).get("conditions") or []:
-        if condition.get("status") == "False" and condition.get("type") != "Ready":
-            reason, message = condition.get("reason", ""), condition.get("message", "")
-            cause = _classify(reason, message) or "revision failed"
-            return _Cause(cause, f"{condition['type']}=False ({reason}): {message}", revision=revision)
-    return None
-
-
-def _pod_cause(cluster: Cluster, namespace: str, name: str, revision: str) -> _Cause | None:
-    """The worst state among the predictor's pods (those of ``revision`` when Knative labels them)."""
-    from kubernetes.client.exceptions import ApiException
-
-    selector = f"serving.kserve.io/inferenceservice={name}"
-    try:
-        pods = cluster.pods(namespace, selector)
-    except ApiException:
-        return None
-    if revision:
-        of_revision = [
-            p for p in pods if p["metadata"].get("labels", {}).get("serving.knative.dev/revision") == revision
-        ]
-        pods = of_revision or pods
-    found: list[_Cause] = []
-    for pod in pods:
-        pod_name, status = pod["metadata"]["name"], pod.get("status") or {}
-        containers = [(s, True) for s in status.get("initContainerStatuses") or []]
-        containers += [(s, False) for s in status.get("containerStatuses") or []]
-        for state, init in containers:
-            container = state.get("name", "")
-            waiting = (state.get("state") or {}).get("waiting") or {}
-            terminated = (state.get("state") or {}).get("terminated") or (state.get("lastState") or {}).get(
-                "terminated"
-            )
-            reason, message = waiting.get("reason", ""), waiting.get("message", "")
-            if reason in ("PodInitializing", "ContainerCreating"):
-                continue  # on its way, or waiting for an init container that has its own state
-            if terminated and terminated.get("exitCode", 0) != 0:
-                said = terminated.get("message") or terminated.get("reason", "")
-                message = f"{message} exit code {terminated.get('exitCode')}: {said}".strip()
-                reason = reason or terminated.get("reason", "Error")
-            if not reason:
-                if not init and state.get("ready") is False and (state.get("state") or {}).get("running"):
-                    where = f"pod {pod_name}, container {container}"
-                    found.append(_Cause("readiness", "running but not ready", where, pod_name, revision, False))
-                continue
-            cause = _classify(reason, message, container if init else "") or "model server exited"
-            fatal = cause != "readiness"
-            found.append(_Cause(cause, f"{reason}: {message}".strip(": "), f"pod {pod_name}, container {container}",
-                                pod_name, revision, fatal))  # fmt: skip
-        for condition in status.get("conditions") or []:
-            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
-                detail = f"{condition.get('reason', '')}: {condition.get('message', '')}".strip(": ")
-                found.append(_Cause("scheduling", detail, f"pod {pod_name}", pod_name, revision, False))
-    found.sort(key=lambda c: not c.fatal)
-    return found[0] if found else None
-
-
-def _describe(cluster: Cluster, namespace: str, cause: _Cause) -> str:
-    where = ", ".join(x for x in (f"revision {cause.revision}" if cause.revision else "", cause.where) if x)
-    hint = _HINTS.get(cause.cause, "").format(ns=namespace, pod=cause.pod or "POD", revision=cause.revision or "REV")
-    text = f"{cause.cause}: {cause.detail}" + (f" ({where})" if where else "")
-    if cause.pod and cause.cause in ("model server exited", "readiness"):
-        log = cluster.log(namespace, cause.pod, "kserve-container", previous=cause.cause == "model server exited")
-        if log.strip():
-            text += "\n--- last log lines ---\n" + log.rstrip()
-    return f"{text}\n{hint}" if hint else text
-
-
-def _summary(isvc: dict[str, Any]) -> str:
-    status = isvc.get("status") or {}
-    conditions = status.get("conditions") or []
-    parts = [
-        f"{c.get('type')}={c.get('status')}" + (f" ({c['reason']})" if c.get("reason") else "") for c in conditions
-    ]
-    return f"observedGeneration {status.get('observedGeneration', 'none')}; " + (", ".join(parts) or "no conditions")
-
-
 def wait_ready(
     cluster: Cluster,
     namespace: str,
@@ -480,53 +321,27 @@ def wait_ready(
             raise DeployError(f"{where} disappeared while waiting for it (deleted by someone else?)")
         if isvc is not None:
             status = isvc.get("status") or {}
-            summary = _summary(isvc)
+            summary = diagnosis.summary(isvc)
             if summary != last:
                 log(f"[deploy] {where}: {summary}")
                 last = summary
             # Until the controller has seen this generation, status and pods describe the previous spec.
             if (status.get("observedGeneration") or 0) >= generation:
-                ready = _condition(status.get("conditions") or [], "Ready")
+                ready = diagnosis.condition(status.get("conditions") or [], "Ready")
                 if ready and ready.get("status") == "True":
                     return isvc
-                cause = _cause(cluster, isvc, generation)
+                cause = diagnosis.cause(cluster, isvc, generation)
                 if cause is not None and cause.fatal:
-                    raise DeployError(f"{where} failed: {_describe(cluster, namespace, cause)}")
+                    raise DeployError(f"{where} failed: {diagnosis.describe(cluster, namespace, cause)}")
                 soft = cause or soft
         if time.monotonic() >= deadline:
-            status_line = _summary(isvc) if isvc else "never read"
-            detail = f"; {_describe(cluster, namespace, soft)}" if soft else ""
+            status_line = diagnosis.summary(isvc) if isvc else "never read"
+            detail = f"; {diagnosis.describe(cluster, namespace, soft)}" if soft else ""
             raise DeployError(
                 f"{where} was not Ready within deploy.timeout_s={timeout_s:g}s (last status: {status_line}){detail}; "
                 f"inspect it with `kubectl -n {namespace} describe inferenceservice {name}`"
             )
         time.sleep(max(0.0, min(poll_s, deadline - time.monotonic())))
-
-
-def _cause(cluster: Cluster, isvc: dict[str, Any], generation: int) -> _Cause | None:
-    """Why the current generation is not Ready, or None.
-
-    Most specific first: a fatal cause from the status, the Knative revision or the pods (a named cause beats a
-    generic "revision failed"), else a soft one (readiness, scheduling) that only a timeout reports.
-    """
-    meta, status = isvc["metadata"], isvc.get("status") or {}
-    revision = ((status.get("components") or {}).get("predictor") or {}).get("latestCreatedRevision", "")
-    found = [_status_cause(isvc, generation)]
-    if revision:
-        found.append(_revision_cause(cluster, meta["namespace"], revision))
-    found.append(_pod_cause(cluster, meta["namespace"], meta["name"], revision))
-    causes = [c for c in found if c is not None]
-    for c in causes:
-        if not c.revision:
-            c.revision = revision
-    causes.sort(key=lambda c: (not c.fatal, c.cause == "revision failed"))
-    if not causes:
-        return None
-    primary = causes[0]
-    for other in causes[1:]:  # the same cause seen on a pod too: say which pod
-        if other.cause == primary.cause and other.pod and not primary.pod:
-            primary.where, primary.pod = other.where, other.pod
-    return primary
 
 
 def production_alias(cfg: KfkitConfig) -> str:

@@ -1,4 +1,8 @@
-"""Run a kfkit model server as a local background process: start, wait until ready, call, stop."""
+"""Run a kfkit model server as a local background process: start, wait until ready, call, stop.
+
+A little over 400 lines: starting, waiting for, calling and stopping the server process share the
+process bookkeeping (own session, pid reuse, zombies) that makes stop safe to call twice.
+"""
 
 from __future__ import annotations
 

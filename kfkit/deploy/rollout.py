@@ -17,6 +17,10 @@ the alias is moved to match and the audit log says why.
 * ``auto`` steps the traffic (deploy.canary_steps, e.g. 10 -> 50 -> 100), watching the canary's error rate
   and p99 from Prometheus (:mod:`kfkit.deploy.promql`) for deploy.canary_step_s at each step, and rolls back
   as soon as one leaves its bound (deploy.max_error_rate, deploy.slo_p99_ms) or the service stops being Ready.
+
+About 570 lines, past the usual 400: the rollout is one state machine (start, step, promote, roll back,
+the automatic mode) over one InferenceService, in both of KServe's modes; each move reads the live object
+and the registry's aliases, and splitting the moves apart would split the invariants they keep together.
 """
 
 from __future__ import annotations
@@ -31,13 +35,12 @@ from kfkit.deploy.autoscaling import KNATIVE, deployment_mode
 from kfkit.deploy.kserve import (
     ISVC_API,
     Cluster,
-    DeployError,
     apply_all,
     build_objects,
     production_alias,
     wait_ready,
 )
-from kfkit.errors import ConfigError, ServingError
+from kfkit.errors import ConfigError, DeployError, RolloutError, ServingError
 
 if TYPE_CHECKING:
     from kfkit.config import KfkitConfig
@@ -46,7 +49,6 @@ if TYPE_CHECKING:
 __all__ = [
     "CANARY_VERSION_ANNOTATION",
     "TAG_ROUTING_ANNOTATION",
-    "RolloutError",
     "RolloutStatus",
     "RolloutResult",
     "CanaryMetrics",
@@ -58,10 +60,6 @@ __all__ = [
 CANARY_VERSION_ANNOTATION = "kfkit.io/canary-version"
 TAG_ROUTING_ANNOTATION = "serving.kserve.io/enable-tag-routing"
 _STRICT_REFUSAL = ("not declared in schema", "unknown field", "field not declared")
-
-
-class RolloutError(DeployError):
-    """A rollout move is not possible in the current state (the message says which move is)."""
 
 
 class CanaryMetrics(Protocol):

@@ -58,7 +58,7 @@ def assemble(
     from kfkit.config import to_dict
     from kfkit.model import SPEC_FILE, load_scorer
     from kfkit.model.names import PROBABILITY
-    from kfkit.training.worker import TRAINING_SUMMARY_FILE
+    from kfkit.training.outputs import TRAINING_SUMMARY_FILE
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

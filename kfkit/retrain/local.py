@@ -7,6 +7,9 @@ as background processes; :meth:`DriftLoop.tick`, called while serving, moves the
 to the new version when the promote alias moves (a retrain that passed the gate, or a ``kfkit registry
 promote``/``rollback``); :meth:`DriftLoop.stop` stops both. ``<work_dir>/drift/loop.json`` tells ``kfkit
 drift simulate`` and ``kfkit drift status`` where everything is.
+
+A little over 400 lines: the detector and trigger processes, their ports and the promoted version they
+follow are one lifecycle, started and stopped together with ``kfkit run``.
 """
 
 from __future__ import annotations

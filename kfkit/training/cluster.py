@@ -196,7 +196,7 @@ def train_on_cluster(
         TrainingError: the job failed, timed out, or wrote no model.
     """
     from kfkit.config import to_dict
-    from kfkit.training.worker import TRAINING_SUMMARY_FILE
+    from kfkit.training.outputs import TRAINING_SUMMARY_FILE
 
     mount = str(mount)
     if not Path(mount).is_dir():

@@ -8,7 +8,7 @@ Determinism: the weights depend only on the seed (initialisation), the data orde
 epoch), and dropout only on each rank's generator, whose state every checkpoint keeps. So a run killed
 and resumed from its checkpoint ends with the same weights as one that was never interrupted.
 
-About 440 lines, past the usual 400: the phases share one state and one order of random draws, which is
+About 470 lines, past the usual 400: the phases share one state and one order of random draws, which is
 easiest to check when it reads top to bottom in one class.
 """
 
@@ -343,7 +343,7 @@ class DDPTrainer:
         import torch.distributed as dist
 
         from kfkit.model import EXPORT_FILE, export_model, save_model
-        from kfkit.training.worker import TRAINING_SUMMARY_FILE
+        from kfkit.training.outputs import TRAINING_SUMMARY_FILE
 
         if self.rank == 0:
             stopper, history, plan = self.stopper, self.progress.history, self.plan

@@ -43,7 +43,7 @@ def train(prepared_dir: str | Path, cfg: KfkitConfig, out_dir: str | Path) -> di
         return train_tf(prepared_dir, cfg, out_dir)
     from kfkit.config import to_dict
     from kfkit.training.checkpoint import CHECKPOINT_FILE, checkpoint_dir
-    from kfkit.training.worker import ERROR_FILE, TRAINING_SUMMARY_FILE
+    from kfkit.training.outputs import ERROR_FILE, TRAINING_SUMMARY_FILE
 
     _check_precision(cfg)
     nproc, threads = local_processes(cfg)

@@ -12,6 +12,9 @@ runs :func:`train_tf` on the same prepared data and the same ``out_dir``, and th
 gradients across them; the chief (``chief`` task, else ``worker`` 0) alone writes the model, the others
 write to a scratch folder that is deleted, as TensorFlow's multi-worker saving guide requires.
 ``training.nproc`` (torchrun processes) does not apply: one TF process drives all devices of its node.
+
+A little over 400 lines: the Keras trainer keeps the DDP trainer's phases and their state in one class,
+as :mod:`kfkit.training.ddp` does.
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ def train_tf(prepared_dir: str | Path, cfg: KfkitConfig, out_dir: str | Path) ->
         TrainingError: the loss became NaN or the model could not be written.
     """
     from kfkit.model.keras import save_keras_model
-    from kfkit.training.worker import TRAINING_SUMMARY_FILE
+    from kfkit.training.outputs import TRAINING_SUMMARY_FILE
 
     run = fit_tf_model(prepared_dir, cfg)
     out = Path(out_dir)

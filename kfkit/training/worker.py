@@ -15,13 +15,9 @@ import sys
 from pathlib import Path
 
 from kfkit.errors import KfkitError
+from kfkit.training.outputs import ERROR_FILE
 
-__all__ = ["main", "TRAINING_SUMMARY_FILE", "ERROR_FILE"]
-
-TRAINING_SUMMARY_FILE = "training.json"
-"""The training summary both trainers write beside the model (history, throughput, best epoch)."""
-ERROR_FILE = "training-error.txt"
-"""A worker that fails on purpose (a KfkitError) leaves its message here for the launcher to raise."""
+__all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:

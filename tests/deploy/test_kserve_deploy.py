@@ -16,8 +16,8 @@ from deploy_support import GIT_COMMIT
 from kube_scenario import Scenario
 
 from kfkit.deploy.inference_service import to_yaml
-from kfkit.deploy.kserve import Cluster, DeployError, build_objects, deploy_version
-from kfkit.errors import ConfigError
+from kfkit.deploy.kserve import Cluster, build_objects, deploy_version
+from kfkit.errors import ConfigError, DeployError
 
 REPO = Path(__file__).resolve().parents[2]
 NAME = "breast-cancer-mlp"

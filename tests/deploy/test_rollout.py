@@ -9,9 +9,9 @@ from dataclasses import replace
 import pytest
 from kube_scenario import Scenario
 
-from kfkit.deploy.kserve import Cluster, DeployError, deploy_version
-from kfkit.deploy.rollout import Rollout, RolloutError, check_steps
-from kfkit.errors import ConfigError
+from kfkit.deploy.kserve import Cluster, deploy_version
+from kfkit.deploy.rollout import Rollout, check_steps
+from kfkit.errors import ConfigError, DeployError, RolloutError
 
 NAME = "breast-cancer-mlp"
 KEY = ("inferenceservices", "kfkit", NAME)

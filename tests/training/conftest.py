@@ -36,7 +36,8 @@ def run_worker(tmp_path: Path):
 
     Returns ``(exit status, training summary or None)``.
     """
-    from kfkit.training.worker import TRAINING_SUMMARY_FILE, main
+    from kfkit.training.outputs import TRAINING_SUMMARY_FILE
+    from kfkit.training.worker import main
 
     def _run(prepared: Path, out: Path, *overrides: str) -> tuple[int, dict | None]:
         config = tmp_path / f"{out.name}.config.json"

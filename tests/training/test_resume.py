@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from kfkit.config import compose, to_dict
 from kfkit.training.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from kfkit.training.launcher import torchrun_command, train
-from kfkit.training.worker import ERROR_FILE
+from kfkit.training.outputs import ERROR_FILE
 
 # 2 ranks x 102 steps per epoch (6,500 rows / 2 / 32), a checkpoint every 10 steps: never at an epoch's
 # end, so whichever checkpoint the kill leaves behind, the rerun must resume in the middle of an epoch.
