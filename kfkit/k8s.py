@@ -8,12 +8,14 @@ client's typed models accept them as field values and serialise them unchanged.
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
 from kfkit import __version__
 
 __all__ = ["PART_OF", "MANAGER", "RUN_AS_USER", "labels", "container_security_context", "pod_security_context",
-           "resources"]  # fmt: skip
+           "resources", "api_client", "api_message"]  # fmt: skip
 
 PART_OF = "kfkit"
 """app.kubernetes.io/part-of of everything kfkit creates."""
@@ -80,3 +82,42 @@ def resources(requests: dict[str, Any], limits: dict[str, Any] | None = None) ->
     requests = {key: quantity(value) for key, value in requests.items()}
     limits = dict(requests) if limits is None else {key: quantity(value) for key, value in limits.items()}
     return {"requests": requests, "limits": limits}
+
+
+def api_client(*, purpose: str, otherwise: str) -> Any:
+    """A kubernetes ApiClient for the cluster this runs in (service account), else the kubeconfig's context.
+
+    Args:
+        purpose: What the cluster is needed for, for the message ("deploy to").
+        otherwise: What the user can do without a cluster, for the message.
+
+    Raises:
+        ConfigError: neither is available; the message names both problems.
+    """
+    from kubernetes import client, config
+
+    from kfkit.errors import ConfigError
+
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+        return client.ApiClient(configuration)
+    except config.ConfigException as e:
+        in_cluster = str(e)
+    kubeconfig = os.environ.get("KUBECONFIG") or os.path.expanduser(config.KUBE_CONFIG_DEFAULT_LOCATION)
+    try:
+        # Named explicitly: the client reads $KUBECONFIG once, when it is first imported.
+        return config.new_client_from_config(config_file=kubeconfig)
+    except (config.ConfigException, OSError, TypeError, ValueError) as e:
+        raise ConfigError(
+            f"no Kubernetes cluster to {purpose}: not in a pod ({in_cluster}) and kubeconfig {kubeconfig} is "
+            f"unusable ({e}); point KUBECONFIG at a valid config, or {otherwise}"
+        ) from e
+
+
+def api_message(error: Any) -> str:
+    """The API server's own message in an ApiException (its JSON body's ``message``), else its reason."""
+    try:
+        return json.loads(error.body).get("message") or error.reason
+    except (TypeError, ValueError, AttributeError):
+        return str(getattr(error, "reason", error))

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,7 +43,6 @@ __all__ = [
     "REVISION_API",
     "Cluster",
     "Deployment",
-    "api_client",
     "lineage_of",
     "build_objects",
     "with_scan_notes",
@@ -59,44 +57,16 @@ RUNTIME_API = ("serving.kserve.io", "v1alpha1", "servingruntimes")
 _APIS = {"InferenceService": ISVC_API, "ServingRuntime": RUNTIME_API}
 
 
-def api_client() -> Any:
-    """An ApiClient for the cluster this runs in (service account), else the kubeconfig's current context.
-
-    Raises:
-        ConfigError: neither is available; the message names both problems.
-    """
-    from kubernetes import client, config
-
-    configuration = client.Configuration()
-    try:
-        config.load_incluster_config(client_configuration=configuration)
-        return client.ApiClient(configuration)
-    except config.ConfigException as e:
-        in_cluster = str(e)
-    kubeconfig = os.environ.get("KUBECONFIG") or os.path.expanduser(config.KUBE_CONFIG_DEFAULT_LOCATION)
-    try:
-        # Named explicitly: the client reads $KUBECONFIG once, when it is first imported.
-        return config.new_client_from_config(config_file=kubeconfig)
-    except (config.ConfigException, OSError, TypeError, ValueError) as e:
-        raise ConfigError(
-            f"no Kubernetes cluster to deploy to: not in a pod ({in_cluster}) and kubeconfig {kubeconfig} is "
-            f"unusable ({e}); point KUBECONFIG at a valid config, or preview with `kfkit deploy --dry-run`"
-        ) from e
-
-
-def _api_message(error: Any) -> str:
-    try:
-        return json.loads(error.body).get("message") or error.reason
-    except (TypeError, ValueError, AttributeError):
-        return str(getattr(error, "reason", error))
-
-
 class Cluster:
     """The API calls deploy and rollout make (apply, get, list pods, read a log), over the kubernetes client."""
 
     def __init__(self, client: Any = None) -> None:
         """Use ``client`` (a kubernetes ApiClient); None: :func:`api_client`."""
-        self.client = client if client is not None else api_client()
+        self.client = (
+            client
+            if client is not None
+            else kube.api_client(purpose="deploy to", otherwise="preview with `kfkit deploy --dry-run`")
+        )
 
     def _call(self, method: str, path: str, *, query: list[tuple[str, Any]] | None = None, body: Any = None,
               content_type: str | None = None, response_type: str = "object") -> Any:  # fmt: skip
@@ -280,7 +250,7 @@ def apply_all(cluster: Cluster, docs: list[dict[str, Any]]) -> list[dict[str, An
                 409: "another field manager owns these fields; kfkit forces its own, so retry",
                 422: "the object is invalid for this KServe version (see the message)",
             }.get(e.status, "see the API server's message")
-            raise DeployError(f"could not apply {where}: {e.status} {_api_message(e)}; {hint}") from e
+            raise DeployError(f"could not apply {where}: {e.status} {kube.api_message(e)}; {hint}") from e
     return applied
 
 

@@ -8,13 +8,13 @@ operator's reason and quotes the pods' last log lines; on timeout it deletes the
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kfkit import k8s as kube
 from kfkit.errors import ConfigError, TrainingError
 from kfkit.training.jobs import JOB_APIS, POD_SELECTORS, SHARED_MOUNT, SHARED_PVC, build_training_job, job_paths
 
@@ -22,38 +22,6 @@ if TYPE_CHECKING:
     from kfkit.config import KfkitConfig
 
 __all__ = ["submit_and_wait", "train_on_cluster"]
-
-
-def _api_client() -> Any:
-    """An ApiClient for the cluster this runs in (service account), else the kubeconfig's current context.
-
-    Raises:
-        ConfigError: neither is available; the message names both problems.
-    """
-    from kubernetes import client, config
-
-    configuration = client.Configuration()
-    try:
-        config.load_incluster_config(client_configuration=configuration)
-        return client.ApiClient(configuration)
-    except config.ConfigException as e:
-        in_cluster = str(e)
-    kubeconfig = os.environ.get("KUBECONFIG") or os.path.expanduser(config.KUBE_CONFIG_DEFAULT_LOCATION)
-    try:
-        return config.new_client_from_config()
-    except (config.ConfigException, OSError, TypeError, ValueError) as e:
-        raise ConfigError(
-            f"no Kubernetes cluster to submit the training job to: not in a pod ({in_cluster}) and kubeconfig "
-            f"{kubeconfig} is unusable ({e}); run the step in the cluster, point KUBECONFIG at a valid config, "
-            "or use training.cluster.launcher=local"
-        ) from e
-
-
-def _api_error(error: Any) -> str:
-    try:
-        return json.loads(error.body).get("message") or error.reason
-    except (TypeError, ValueError, AttributeError):
-        return str(getattr(error, "reason", error))
 
 
 def _condition(obj: dict[str, Any], types: tuple[str, ...]) -> dict[str, Any] | None:
@@ -72,13 +40,13 @@ def _pod_logs(api_client: Any, kind: str, namespace: str, name: str, lines: int 
     try:
         pods = core.list_namespaced_pod(namespace, label_selector=f"{POD_SELECTORS[kind]}={name}").items
     except ApiException as e:
-        return f"(could not list the job's pods: {_api_error(e)})"
+        return f"(could not list the job's pods: {kube.api_message(e)})"
     parts = []
     for pod in pods[:4]:
         try:
             log = core.read_namespaced_pod_log(pod.metadata.name, namespace, tail_lines=lines)
         except ApiException as e:
-            log = f"(no log: {_api_error(e)})"
+            log = f"(no log: {kube.api_message(e)})"
         parts.append(f"--- {pod.metadata.name} (last {lines} lines) ---\n{log.rstrip()}")
     return "\n".join(parts) or "(no pods found)"
 
@@ -109,7 +77,10 @@ def submit_and_wait(
         raise ConfigError(f"cannot submit kind {kind!r}: only {', '.join(apis)} are training jobs")
     group, version, plural, _, success = apis[kind]
     namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
-    api_client = api_client or _api_client()
+    api_client = api_client or kube.api_client(
+        purpose="submit the training job to",
+        otherwise="run the step in the cluster, or use training.cluster.launcher=local",
+    )
     api = client.CustomObjectsApi(api_client)
     where = f"{kind} {namespace}/{name}"
     try:
@@ -120,7 +91,7 @@ def submit_and_wait(
             403: f"grant the step's service account `create` on {plural}.{group} in {namespace!r}",
             409: "a job of that name exists already; delete it or let the step pick a new name",
         }.get(e.status, "see the API server's message")
-        raise TrainingError(f"could not create {where}: {e.status} {_api_error(e)}; {hint}") from e
+        raise TrainingError(f"could not create {where}: {e.status} {kube.api_message(e)}; {hint}") from e
     except HTTPError as e:
         raise TrainingError(f"could not reach the Kubernetes API to create {where}: {e}") from e
     print(f"[train] submitted {where}; waiting up to {timeout_s:g}s", flush=True)
