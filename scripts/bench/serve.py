@@ -10,6 +10,7 @@ forward-pass cost (the limit). Also measured: p99 at 70% of peak from an open-lo
 batching on against off.
 
     python -m scripts.bench.serve [--quick | --full] [--out DIR] [--servers kfkit,mlserver] ...   # = kfkit bench serve
+    python -m scripts.bench.serve --capacity [--slo-p99-ms 100,10]   # one replica's capacity at an SLO, deploy keys
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from .capacity_run import render_capacity, run_capacity
 from .report import render_markdown
 from .run import run_bench
 from .settings import PRESETS
@@ -41,6 +43,10 @@ of the repeats, the command and the machine) into --out.
 
 def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x]
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x]
 
 
 def _names(text: str) -> list[str]:
@@ -89,6 +95,19 @@ def build_parser(prog: str = "kfkit bench serve") -> argparse.ArgumentParser:
     parser.add_argument("--server-cpu", type=int, help="core for the servers (default 0)")
     parser.add_argument("--client-cpu", type=int, help="core for the load generator (default 1)")
     parser.add_argument("--mlserver-venv", help="MLServer environment (default .venv-mlserver)")
+    capacity = parser.add_argument_group(
+        "capacity per replica (--capacity)",
+        "Instead of the comparison: kfkit's server alone on one core, an open-loop rate search (x1.5 steps,\n"
+        "then bisection) for the highest rate whose p99 stays under the SLO with no errors and >= 95% achieved,\n"
+        "and the deploy.autoscaling_* keys that scale a replica at 70% of it (results.json, results.md).\n"
+        "Defaults here: --protocols v2-rest --batches 1; --duration is seconds per probe.",
+    )
+    capacity.add_argument("--capacity", action="store_true", help="measure the capacity per replica at an SLO")
+    capacity.add_argument(
+        "--slo-p99-ms", type=_floats, help="p99 bound(s) in ms, e.g. 100 or 100,10 (default: deploy.slo_p99_ms)"
+    )
+    capacity.add_argument("--start-rate", type=float, help="first offered rate, req/s (default 100)")
+    capacity.add_argument("--max-rate", type=float, help="highest offered rate, req/s (default 200000)")
     parser.add_argument(
         "--kfkit-arg",
         action="append",
@@ -100,10 +119,11 @@ def build_parser(prog: str = "kfkit bench serve") -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "kfkit bench serve") -> int:
-    """Run the benchmark from the command line and print the markdown report.
+    """Run the benchmark (or, with ``--capacity``, the capacity search) and print the markdown report.
 
     Returns:
-        0 on success, 1 if a server failed to start or answered wrongly (one line on stderr).
+        0 on success, 1 if a server failed to start or answered wrongly, 2 for --capacity with another
+        server than kfkit (one line on stderr).
     """
     args = build_parser(prog).parse_args(argv)
     from kfkit.errors import KfkitError
@@ -124,14 +144,29 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "kfkit bench serve") 
         use_wrk=settings.use_wrk and not args.no_wrk,
         kfkit_args=[*settings.kfkit_args, *args.kfkit_arg],
     )
-    out = Path(args.out or f".kfkit/bench/serve-{time.strftime('%Y%m%d-%H%M%S')}")
     command = " ".join([prog, shlex.join(sys.argv[1:] if argv is None else argv)]).strip()
+    if args.capacity:
+        if args.servers and args.servers != ["kfkit"]:
+            print("bench_serve: error: --capacity measures kfkit's server only (--servers kfkit)", file=sys.stderr)
+            return 2
+        extra = {"capacity_slos_ms": args.slo_p99_ms, "capacity_start_rate": args.start_rate}
+        extra |= {"capacity_max_rate": args.max_rate}
+        settings = replace(
+            settings,
+            protocols=args.protocols or ["v2-rest"],
+            batches=args.batches or [1],
+            **{k: v for k, v in extra.items() if v is not None},
+        )
+    out = Path(args.out or f".kfkit/bench/{'capacity' if args.capacity else 'serve'}-{time.strftime('%Y%m%d-%H%M%S')}")
     try:
-        results = run_bench(settings, out, command=command)
+        if args.capacity:
+            results = run_capacity(settings, out, command=command)
+        else:
+            results = run_bench(settings, out, command=command)
     except KfkitError as e:
         print(f"bench_serve: error: {e}", file=sys.stderr)
         return 1
-    print(render_markdown(results))
+    print(render_capacity(results) if args.capacity else render_markdown(results))
     print(f"results: {out / 'results.json'} and {out / 'results.md'}")
     return 0
 

@@ -63,6 +63,12 @@ class BenchSettings:
     """Virtual environment with mlserver==1.7.1 (``make .venv-mlserver/.installed``)."""
     kfkit_args: list[str] = field(default_factory=list)
     """Extra arguments for ``python -m kfkit.serving.server``."""
+    capacity_slos_ms: list[float] = field(default_factory=list)
+    """``--capacity``: p99 bounds (ms) to size one replica at; empty = kfkit's ``deploy.slo_p99_ms``."""
+    capacity_start_rate: float = 100.0
+    """``--capacity``: first offered rate (req/s) of the search."""
+    capacity_max_rate: float = 200_000.0
+    """``--capacity``: the search stops stepping up here."""
 
 
 PRESETS: dict[str, BenchSettings] = {
