@@ -333,7 +333,7 @@ def _files_lines(files: dict) -> str:
         ("report", files.get("report")),
         ("plots", "  ".join(files.get("plots", []))),
         ("run log", files.get("run_log")),
-        ("server log", files.get("server_log")),
+        ("server", files.get("server_log")),  # its log file
     ]
     return "".join(f"  {label:<10}{value}\n" for label, value in lines if value)
 
