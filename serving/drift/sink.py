@@ -17,6 +17,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from kfkit.serving.drift.background import drain_and_stop
+
 if TYPE_CHECKING:
     from kfkit.serving.drift.metrics import Metrics
 
@@ -97,14 +99,7 @@ class EventSender:
         """Deliver what is queued (up to ``timeout_s``), then stop the thread."""
         if self._thread is None:
             return
-        deadline = time.monotonic() + timeout_s
-        while self._queue.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.05)
-        try:
-            self._queue.put_nowait(None)
-        except queue.Full:
-            pass
-        self._thread.join(max(0.0, deadline - time.monotonic()) + 0.1)
+        drain_and_stop(self._queue, self._thread, timeout_s)
         self._thread = None
 
     def _run(self) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from kfkit.serving.drift.background import drain_and_stop
 from kfkit.serving.drift.detectors import Detector, FeatureStats, build
 from kfkit.serving.drift.metrics import Metrics
 from kfkit.serving.drift.reference import Reference
@@ -96,14 +97,7 @@ class TestWorker:
         """Test what is queued (up to ``timeout_s``), then stop."""
         if self._thread is None:
             return
-        deadline = time.monotonic() + timeout_s
-        while (self.queue.unfinished_tasks or self.busy) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        try:
-            self.queue.put_nowait(None)
-        except queue.Full:
-            pass
-        self._thread.join(max(0.0, deadline - time.monotonic()) + 0.1)
+        drain_and_stop(self.queue, self._thread, timeout_s, busy=lambda: self.busy)
         self._thread = None
 
     def _run(self) -> None:
