@@ -163,9 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     registry_cli.add_parser(sub)
     drift_cli.add_parser(sub)
-    from kfkit import deploy_cli
+    from kfkit import deploy_cli, features_cli, submit_cli
 
     deploy_cli.add_parsers(sub)
+    submit_cli.add_parser(sub)
+    features_cli.add_parser(sub)
     return parser
 
 
@@ -190,6 +192,10 @@ def main(argv: list[str] | None = None) -> int:
             from kfkit import deploy_cli
 
             commands |= {"deploy": deploy_cli.run_deploy, "rollout": deploy_cli.run_rollout}
+        elif args.command in ("submit", "features"):
+            from kfkit import features_cli, submit_cli
+
+            commands |= {"submit": submit_cli.run, "features": features_cli.run}
         return commands[args.command](args)
     except KfkitError as e:
         command = f"{args.command} {args.action}" if args.command in ("registry", "drift", "rollout") else args.command

@@ -205,6 +205,11 @@ def validate(cfg: KfkitConfig) -> None:
         )
     check_serving(cfg.serving)
     _check_drift(cfg.drift)
+    from kfkit.config import cluster, data, features  # each section checks its own groups
+
+    data.check(cfg)
+    features.check(cfg)
+    cluster.check(cfg)
 
 
 def _check_drift(drift: DriftConfig) -> None:

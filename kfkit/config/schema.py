@@ -13,6 +13,9 @@ from typing import Any, Optional
 
 from omegaconf import MISSING
 
+from kfkit.config.cluster import ImagesConfig, KubeflowConfig
+from kfkit.config.data import DataConfig
+from kfkit.config.features import FeaturesConfig
 from kfkit.config.serving import DeployConfig, DriftConfig, RetrainConfig, ServingConfig
 
 __all__ = [
@@ -162,6 +165,8 @@ class TrainingConfig:
     """Where checkpoints live; None = a folder next to the model output. A run finding one there resumes."""
     precision: str = "auto"
     """auto (bf16 autocast on CUDA when supported, fp32 on CPU), fp32, bf16 or fp16 (CUDA only)."""
+    data: str = "memory"
+    """How each rank reads its split: memory (load it whole) or stream (its Parquet shards, in row groups)."""
     cluster: ClusterTrainingConfig = field(default_factory=ClusterTrainingConfig)
     """Cluster launch settings."""
 
@@ -227,5 +232,9 @@ class KfkitConfig:
     drift: DriftConfig = field(default_factory=DriftConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    images: ImagesConfig = field(default_factory=ImagesConfig)
+    kubeflow: KubeflowConfig = field(default_factory=KubeflowConfig)
     work_dir: str = ".kfkit"
     """Where runs keep their outputs, logs and server state."""

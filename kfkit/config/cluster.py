@@ -1,0 +1,29 @@
+"""Config groups for images and Kubeflow submission."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kfkit.config.schema import KfkitConfig
+
+__all__ = ["ImagesConfig", "KubeflowConfig", "check"]
+
+
+@dataclass
+class ImagesConfig:
+    """Images settings."""
+
+
+@dataclass
+class KubeflowConfig:
+    """Kubeflow settings."""
+
+
+def check(cfg: KfkitConfig) -> None:
+    """Check this module's groups of ``cfg``.
+
+    Raises:
+        ConfigError: naming the key, the value, and what would be accepted.
+    """

@@ -1,0 +1,24 @@
+"""Config groups for the Feast feature repository."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kfkit.config.schema import KfkitConfig
+
+__all__ = ["FeaturesConfig", "check"]
+
+
+@dataclass
+class FeaturesConfig:
+    """Features settings."""
+
+
+def check(cfg: KfkitConfig) -> None:
+    """Check this module's groups of ``cfg``.
+
+    Raises:
+        ConfigError: naming the key, the value, and what would be accepted.
+    """
