@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Debian packages some tests need and pip cannot bring: ss (iproute2: which address a server binds), wrk
-# (the serving benchmark's HTTP load generator) and prometheus (tests/deploy runs it as a plain process on
-# 127.0.0.1 to check the KEDA and canary queries). Installs only what is missing; needs root (CI runs as root).
+# (the serving benchmark's HTTP load generator), prometheus (tests run it as a plain process on 127.0.0.1 to
+# check the KEDA, canary, dashboard and alert queries), redis-server (Feast's Redis online store), buildah and
+# debootstrap (the images are built and run daemonless), java (PySpark's local[*] engine). Installs only what is missing; needs root (CI runs as root).
 set -euo pipefail
 need=()
 command -v ss >/dev/null || need+=(iproute2)
 command -v wrk >/dev/null || need+=(wrk)
 command -v prometheus >/dev/null || need+=(prometheus)
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v buildah >/dev/null || need+=(buildah)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v java >/dev/null || need+=(openjdk-17-jre-headless)
 if ((${#need[@]} == 0)); then
     exit 0
 fi
