@@ -4,9 +4,11 @@ Each folder holds one component. The body of a component only imports kfkit and 
 so the same code runs in a unit test (``component.python_func(...)``), on kfp.local and in a pod.
 """
 
-import os
+from kfkit.config.cluster import DEFAULT_IMAGE
 
 __all__ = ["KFKIT_IMAGE"]
 
-# The image every component runs in on a cluster: kfkit and its pinned dependencies (see Dockerfile).
-KFKIT_IMAGE = os.environ.get("KFKIT_IMAGE", "ghcr.io/kfkit/kfkit:0.1.0")
+# The image a component names before a pipeline is compiled: compiling sets every step's image from the
+# config (images.main, see kfkit.pipelines.cluster), so the config, not the environment, decides it.
+# kfp.local's SubprocessRunner ignores images.
+KFKIT_IMAGE = DEFAULT_IMAGE

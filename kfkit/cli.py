@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         args.args += extra  # the benchmark parses its own options
     elif args.command == "registry" and not any(a.startswith("-") for a in extra):
         args.args += extra  # operands and overrides given after an option (promote m 2 --reason x KEY=VALUE)
-    elif args.command in ("deploy", "rollout") and not any(a.startswith("-") for a in extra):
+    elif args.command in ("deploy", "rollout", "submit") and not any(a.startswith("-") for a in extra):
         args.overrides += extra  # overrides given after an option (rollout start --version 2 KEY=VALUE)
     elif args.command == "drift" and not any(a.startswith("-") for a in extra):
         args.overrides += extra  # overrides given after an option (simulate work_dir=… --shift 1 dataset=…)
@@ -426,18 +426,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _compile(args: argparse.Namespace) -> int:
     from kfkit.config import compose, to_dict
-    from kfkit.errors import ConfigError
-    from kfkit.pipelines.compile import compile_pipeline
+    from kfkit.pipelines.compile import check_cluster_paths, compile_pipeline, is_local_registry
 
     cfg = compose(args.overrides)
-    local_registry = cfg.registry.uri.startswith("file://") or "://" not in cfg.registry.uri
-    if local_registry and not args.allow_local_paths:
-        raise ConfigError(
-            f"registry.uri={cfg.registry.uri} is a folder on this machine, which the cluster's pipeline pods cannot "
-            "read: compile with an S3 registry (registry=s3 registry.uri=s3://BUCKET/PREFIX "
-            "[registry.endpoint=http://…]), or pass --allow-local-paths if every pod mounts this path"
-        )
-    if local_registry:
+    check_cluster_paths(cfg, allow_local_paths=args.allow_local_paths)
+    if is_local_registry(cfg):
         cfg = _compose(args.overrides)  # absolute paths, as on this machine
         print(f"kfkit compile: warning: the pipeline's defaults hold this machine's paths (registry.uri="
               f"{cfg.registry.uri}, work_dir={cfg.work_dir})", file=sys.stderr)  # fmt: skip

@@ -1,1 +1,1 @@
-"""kfkit's Kubeflow pipelines: the training-to-serving pipeline, and running or compiling it."""
+"""kfkit's Kubeflow pipeline (training to serving; a retrain run is the same pipeline): run here or compiled."""

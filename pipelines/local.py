@@ -120,7 +120,7 @@ def run_local(cfg: KfkitConfig, *, verbose: bool = False) -> dict:
     """
     from kfp import local
 
-    from kfkit.config import to_dict
+    from kfkit.pipelines.parameters import pipeline_arguments
     from kfkit.pipelines.training_pipeline import training_pipeline
 
     work_dir = Path(cfg.work_dir).resolve()
@@ -141,7 +141,7 @@ def run_local(cfg: KfkitConfig, *, verbose: bool = False) -> dict:
             with warnings.catch_warnings(), contextlib.redirect_stdout(tap):
                 # kfp warns that the kfkit image has no "python" in its name; the subprocess runner ignores images.
                 warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
-                task = training_pipeline(config=to_dict(cfg))
+                task = training_pipeline(**pipeline_arguments(cfg))
         except RuntimeError as e:
             log.close()
             log_path = _into_run_folder(log_path, pipeline_root, started)

@@ -1,8 +1,11 @@
 """The pipeline: prep -> train -> evaluate -> gate -> publish -> deploy -> smoke_test.
 
 ``training_pipeline`` is the pipeline as kfp.local runs it. ``build_pipeline(cfg)`` is the same pipeline
-with the train step's pod placement (GPUs, node selector, tolerations, /dev/shm, shared claim) taken
-from a config: placement is part of the compiled pod spec, so it is fixed when the YAML is compiled.
+with what a cluster needs taken from a config: the train step's pod placement (GPUs, node selector,
+tolerations, /dev/shm, shared claim, see :mod:`kfkit.pipelines.placement`) and every step's image, caching,
+S3 secret and train's retry policy (:mod:`kfkit.pipelines.cluster`). Those are part of the compiled pod
+specs, so they are fixed when the YAML is compiled. A retrain run is this same pipeline with retrain
+arguments (:func:`kfkit.pipelines.parameters.retrain_arguments`); there is no second definition.
 """
 
 from collections.abc import Callable
@@ -29,11 +32,12 @@ PIPELINE_NAME = "kfkit-training"
 
 # No `from __future__ import annotations` here: kfp reads the pipeline function's real annotations.
 def build_pipeline(cfg: Optional["KfkitConfig"] = None) -> Callable:
-    """The pipeline function, with the train step placed as ``cfg.training.cluster`` says.
+    """The pipeline function, with its pods set up for a cluster as ``cfg`` says.
 
     Args:
-        cfg: Config whose ``training.cluster`` sets the train pod's placement; None leaves kfp's defaults
-            (what kfp.local uses). Run it with the same ``training.cluster`` in its ``config`` parameter.
+        cfg: Compile-time config: ``training.cluster`` places the train pod, ``images``, ``kubeflow`` and
+            ``registry.uri`` set images, caching, retries and S3 secrets; None leaves kfp's defaults (what
+            kfp.local uses). Run it with the same config in its ``config`` parameter.
     """
 
     @dsl.pipeline(
@@ -51,15 +55,14 @@ def build_pipeline(cfg: Optional["KfkitConfig"] = None) -> Callable:
         Returns:
             The run summary (smoke_test's ``summary``): model, version, metrics, gate, endpoint URLs.
         """
-        prepared = prep(config=config).outputs["prepared"]
+        prep_task = prep(config=config)
+        prepared = prep_task.outputs["prepared"]
         train_task = train(config=config, prepared=prepared)
-        if cfg is not None:
-            from kfkit.pipelines.placement import apply_train_placement
-
-            apply_train_placement(train_task, cfg)
         model = train_task.outputs["model"]
-        evaluation = evaluate(config=config, prepared=prepared, model=model).outputs["evaluation"]
-        decision = gate(config=config, prepared=prepared, evaluation=evaluation).outputs["decision"]
+        evaluate_task = evaluate(config=config, prepared=prepared, model=model)
+        evaluation = evaluate_task.outputs["evaluation"]
+        gate_task = gate(config=config, prepared=prepared, evaluation=evaluation)
+        decision = gate_task.outputs["decision"]
         publish_task = publish(
             config=config,
             prepared=prepared,
@@ -78,6 +81,14 @@ def build_pipeline(cfg: Optional["KfkitConfig"] = None) -> Callable:
             gate=decision,
             endpoint=deploy_task.outputs["endpoint"],
         )
+        if cfg is not None:
+            from kfkit.pipelines.cluster import apply_cluster_settings
+            from kfkit.pipelines.placement import apply_train_placement
+
+            apply_train_placement(train_task, cfg)
+            tasks = {"prep": prep_task, "train": train_task, "evaluate": evaluate_task, "gate": gate_task,
+                     "publish": publish_task, "deploy": deploy_task, "smoke_test": smoke_task}  # fmt: skip
+            apply_cluster_settings(tasks, cfg)
         return smoke_task.outputs["summary"]
 
     return training_pipeline

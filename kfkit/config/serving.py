@@ -167,8 +167,9 @@ class DeployConfig:
     """Knative autoscaling lower bound (0 allows scale to zero)."""
     max_replicas: int = 3
     """Knative autoscaling upper bound."""
-    image: str = "ghcr.io/kfkit/kfkit:0.1.0"
-    """Container image with kfkit installed, used by components and the serving runtime."""
+    image: str = "${images.main}"
+    """Container image with kfkit installed, used by the KServe ServingRuntime (and training jobs); defaults to
+    images.main, the image the pipeline steps run in."""
     protocol_version: str = "v2"
     """InferenceService protocol: v1 or v2 (both REST on one port), or grpc-v2 (Knative routes gRPC, h2c)."""
     autoscaling_metric: str = "concurrency"

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +41,6 @@ FINAL_STATES = ("promoted", "published", "gate_failed", "failed", "stopped", "dr
 """How a run ends: promoted (gate passed, the alias moved), published (gate passed, no alias to move),
 gate_failed (production unchanged), failed (the run broke), stopped (the trigger was stopped), dry_run."""
 _KFP_DONE = {"SUCCEEDED", "FAILED", "CANCELED", "SKIPPED"}
-_SA_TOKEN = "/var/run/secrets/kubeflow/pipelines/token"  # the projected token kfp's credentials read in a pod
 
 Done = Callable[["RunRecord"], None]
 
@@ -250,23 +248,16 @@ class KfpLauncher:
         self._stopping = threading.Event()
 
     def client(self) -> Any:
-        """The ``kfp.Client``: $KFKIT_KFP_TOKEN as a bearer token, else the pod's projected token if mounted."""
+        """The ``kfp.Client``, with kfkit's one auth (:mod:`kfkit.kubeflow.client`, ``kubeflow.auth``).
+
+        auto: ``kubeflow.token_file``, else $KFKIT_KFP_TOKEN as a bearer token, else the pod's projected token.
+        """
         if self._client is None:
-            import kfp
+            from kfkit.kubeflow.client import KfpTarget, connect
 
             retrain = self.cfg.retrain
-            kwargs: dict[str, Any] = {"host": retrain.kfp_host}
-            if retrain.kfp_namespace:
-                kwargs["namespace"] = retrain.kfp_namespace
-            if token := os.environ.get("KFKIT_KFP_TOKEN"):
-                kwargs["existing_token"] = token
-            elif Path(os.environ.get("KF_PIPELINES_SA_TOKEN_PATH", _SA_TOKEN)).is_file():
-                from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
-
-                kwargs["credentials"] = ServiceAccountTokenVolumeCredentials()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # "only works with KFP v2.0.0-beta.2 and later"
-                self._client = kfp.Client(**kwargs)
+            target = KfpTarget.from_config(self.cfg, host=retrain.kfp_host, namespace=retrain.kfp_namespace)
+            self._client = connect(target)
         return self._client
 
     def start(self, record: RunRecord, done: Done) -> None:
@@ -286,35 +277,39 @@ class KfpLauncher:
         self._follow(record, done)
 
     def _submit(self, record: RunRecord) -> None:
-        from kfkit.config import compose, to_dict
+        from kfkit.config import compose
+        from kfkit.pipelines.parameters import retrain_arguments
 
         retrain = self.cfg.retrain
         cfg = compose([*self.overrides, *newest_data_overrides(self.cfg)])
-        cfg = dataclasses.replace(cfg, retrain=dataclasses.replace(cfg.retrain, reason=record.reason))
-        arguments = {"config": to_dict(cfg)}
+        arguments = retrain_arguments(cfg, record.reason)
+        namespace = retrain.kfp_namespace or self.cfg.kubeflow.namespace  # explicit on every call
         name = f"retrain-{cfg.model.name}-{record.run}-{time.strftime('%Y%m%d-%H%M%S')}"
         client = self.client()
         with contextlib.redirect_stdout(sys.stderr):  # kfp prints "Run details: <link>"; keep stdout for us
             if retrain.kfp_pipeline_id:
-                experiment = client.create_experiment(name=retrain.kfp_experiment, namespace=retrain.kfp_namespace)
+                experiment = client.create_experiment(name=retrain.kfp_experiment, namespace=namespace)
                 run = client.run_pipeline(
                     experiment_id=experiment.experiment_id,
                     job_name=name,
                     params=arguments,
                     pipeline_id=retrain.kfp_pipeline_id,
                     version_id=retrain.kfp_version_id,
+                    service_account=self.cfg.kubeflow.service_account,
                 )
                 record.kfp_run_id = run.run_id
             else:
                 from kfkit.pipelines.compile import compile_pipeline
 
+                # The same pipeline definition as every other run, its pods set up from the same config.
                 package = compile_pipeline(self.runs_dir / f"run-{record.run}.yaml", arguments["config"])
                 result = client.create_run_from_pipeline_package(
                     str(package),
                     arguments=arguments,
                     run_name=name,
                     experiment_name=retrain.kfp_experiment,
-                    namespace=retrain.kfp_namespace,
+                    namespace=namespace,
+                    service_account=self.cfg.kubeflow.service_account,
                 )
                 record.kfp_run_id = result.run_id
         record.log = f"{retrain.kfp_host.rstrip('/')}/#/runs/details/{record.kfp_run_id}"

@@ -1,0 +1,1 @@
+"""Kubeflow Pipelines on a cluster: an authenticated kfp.Client; uploads, runs and recurring runs."""
