@@ -43,7 +43,7 @@ $(MLSERVER_VENV)/.installed: requirements/mlserver.in requirements/mlserver.lock
 	$(call pinned_venv,$(MLSERVER_VENV),mlserver)
 	touch $@
 
-# Policy scanner of the rendered manifests (tests/test_checkov.py): checkov's pins clash with the main environment.
+# Policy scanner of the rendered manifests (tests/helm/test_checkov.py): checkov's pins clash with the main environment.
 $(CHECKOV_VENV)/.installed: requirements/checkov.in requirements/checkov.lock
 	$(call pinned_venv,$(CHECKOV_VENV),checkov)
 	touch $@

@@ -351,7 +351,7 @@ def test_checkov_finds_no_failed_check(rendered, tmp_path):
     expanded = {}
     for name, docs in rendered.items():
         if name == "training":
-            # The TrainJob's pod is the platform's ClusterTrainingRuntime patched: tests/test_checkov.py scans that
+            # The TrainJob's pod is the platform's ClusterTrainingRuntime patched: tests/helm/test_checkov.py scans that
             # job (the same one, asserted above) with its pod; the PyTorchJob's pods are scanned here.
             docs = [d for d in docs if d["kind"] != "TrainJob"]
         expanded[name] = docs + pods_of(docs, runtime_spec)
