@@ -225,7 +225,9 @@ def _compose(overrides: list[str]):
             os.environ[variable] = value
     if registry.endpoint:
         os.environ.pop("AWS_ENDPOINT_URL_S3", None)  # read before AWS_ENDPOINT_URL by the S3 backend
-    return replace(cfg, work_dir=str(work_dir), registry=registry)
+    # features.repo_path was interpolated from the relative work_dir: make it absolute too.
+    features = replace(cfg.features, repo_path=str(Path(cfg.features.repo_path).expanduser().resolve()))
+    return replace(cfg, work_dir=str(work_dir), registry=registry, features=features)
 
 
 def _preflight(cfg) -> None:

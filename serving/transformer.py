@@ -7,9 +7,14 @@ Contract (REST, KServe V1 and Open Inference Protocol V2, served under the model
   feature name) are forwarded as they are. V2: an input tensor named after the entity key (INT64 or BYTES,
   shape ``[N]`` or ``[N, 1]``) becomes the ``features`` FP32 ``[N, n_features]`` tensor; any other
   request is forwarded unchanged.
-- An id with no row in the online store: 404 with a JSON ``error`` naming the id(s). An id of the wrong
-  type, or a row mixing the entity key with features: 400. A 4xx from the predictor reaches the client
-  with the predictor's status and message; an unreachable predictor is 502.
+- Features go through :func:`kfkit.features.preprocess.preprocess` with the repository's transforms: the
+  function training used on its point-in-time rows, so a model sees the same inputs online as in training.
+- An id with no row, or an incomplete row, in the online store: 404 with a JSON ``error`` naming the id(s)
+  (a batch names each missing one). A row older than the feature view's TTL: with ``--stale-policy reject``
+  (default: the repository's ``features.stale_policy``) a 404 naming it and its age; with ``flag`` it is
+  scored and the response header ``kfkit-stale-entities`` lists the stale ids. An id of the wrong type, or a
+  row mixing the entity key with features: 400. A 4xx from the predictor reaches the client with the
+  predictor's status and message; an unreachable predictor is 502.
 
 The predictor is a kfkit server (``kfkit serve``) at ``--predictor-host``; the transformer forwards V1 to
 its V1 endpoint and V2 to its V2 endpoint, so clients see the predictor's answers unchanged.
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextvars
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,8 +36,8 @@ from kserve.logging import logger
 from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
 
 from kfkit import errors
+from kfkit.features.online import OnlineFeatureLookup
 from kfkit.model.names import INPUT_NAME
-from kfkit.serving.feast_features import OnlineFeatureLookup
 
 __all__ = ["FeastTransformer", "build_parser", "main"]
 
@@ -39,6 +45,10 @@ PROG = "python -m kfkit.serving.transformer"
 # Request headers worth passing on to the predictor (tracing and request ids); the rest describe this hop.
 _FORWARDED_HEADERS = ("x-request-id", "traceparent", "tracestate", "x-b3-traceid", "x-b3-spanid", "x-b3-sampled")
 _V2_ID_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "BYTES"})
+STALE_HEADER = "kfkit-stale-entities"
+_INLINE_LOOKUP_IDS = 4
+# Stale ids found by preprocess, for postprocess's header: KServe runs both in the request's own task.
+_stale: contextvars.ContextVar[list] = contextvars.ContextVar("kfkit_stale_entities")
 
 
 class FeastTransformer(kserve.Model):
@@ -60,7 +70,7 @@ class FeastTransformer(kserve.Model):
             predictor_url: Base URL of the predictor, ``http://host:port``.
             timeout_s: Seconds to wait for the predictor.
         """
-        super().__init__(name)
+        super().__init__(name, return_response_headers=True)
         self.lookup = lookup
         self.predictor_url = predictor_url.rstrip("/")
         self.timeout_s = timeout_s
@@ -79,6 +89,7 @@ class FeastTransformer(kserve.Model):
             EntityNotFound: an id is not in the online store (404).
             kfkit.errors.InvalidInput: an id has the wrong type, or a row mixes ids and features (400).
         """
+        _stale.set([])
         if isinstance(payload, InferRequest):
             return await self._preprocess_v2(payload)
         if isinstance(payload, dict) and isinstance(payload.get("instances"), list):
@@ -99,7 +110,7 @@ class FeastTransformer(kserve.Model):
                     f"or the {len(names)} raw features, not both"
                 )
         ids = self.lookup.check_ids([instances[i][key] for i in id_rows], "instances")
-        features = await asyncio.to_thread(self.lookup.lookup, ids)
+        features = await self._lookup(ids)
         rows: list = [None] * len(instances)
         for i, row in zip(id_rows, features.tolist(), strict=True):
             rows[i] = row
@@ -130,7 +141,7 @@ class FeastTransformer(kserve.Model):
         if len(values) != shape[0]:
             raise errors.InvalidInput(f"{where} has shape {shape} but {len(values)} values")
         ids = self.lookup.check_ids(values, where)
-        features = await asyncio.to_thread(self.lookup.lookup, ids)
+        features = await self._lookup(ids)
         forwarded = InferInput(name=INPUT_NAME, shape=list(features.shape), datatype="FP32")
         forwarded.set_data_from_numpy(features, binary_data=False)
         return InferRequest(
@@ -140,6 +151,14 @@ class FeastTransformer(kserve.Model):
             parameters=request.parameters,
             request_outputs=request.request_outputs,
         )
+
+    async def _lookup(self, ids: list) -> Any:
+        if len(ids) <= _INLINE_LOOKUP_IDS:  # ~0.1-0.4 ms: cheaper on the loop than a worker-thread hand-off
+            found = self.lookup.lookup(ids)
+        else:  # bigger reads block for milliseconds: off the event loop
+            found = await asyncio.to_thread(self.lookup.lookup, ids)
+        _stale.set([value for value, _age in found.stale])
+        return found.rows
 
     # ---------------------------------------------------------------------------------- predict
 
@@ -154,15 +173,16 @@ class FeastTransformer(kserve.Model):
         Raises:
             UpstreamError: the predictor answered an error (its status passed on) or is unreachable (502).
         """
-        import httpx
+        import aiohttp
+        import orjson
 
         if self._client is None:  # created on the server's event loop, then reused (keep-alive)
-            self._client = httpx.AsyncClient(timeout=self.timeout_s, trust_env=False)
+            # aiohttp, not httpx: measured here, httpx's AsyncClient spent ~3.4 ms more per forwarded request.
+            self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
         forward = {k: v for k, v in (headers or {}).items() if k.lower() in _FORWARDED_HEADERS}
         if isinstance(payload, InferRequest):
             url = f"{self.predictor_url}/v2/models/{self.name}/infer"
             body, json_length = _v2_body(payload)
-            request_kwargs: dict[str, Any] = {"content": body}
             if json_length is not None:  # binary tensors follow the JSON: KServe's header says where it ends
                 forward |= {"inference-header-content-length": str(json_length),
                             "content-type": "application/octet-stream"}  # fmt: skip
@@ -170,19 +190,31 @@ class FeastTransformer(kserve.Model):
                 forward["content-type"] = "application/json"
         else:
             url = f"{self.predictor_url}/v1/models/{self.name}:predict"
-            request_kwargs = {"json": payload}
+            body = orjson.dumps(payload)
+            forward["content-type"] = "application/json"
         try:
-            response = await self._client.post(url, headers=forward, **request_kwargs)
-        except httpx.HTTPError as e:
+            async with self._client.post(url, data=body, headers=forward) as response:
+                status, content = response.status, await response.read()
+                length_header = response.headers.get("inference-header-content-length")
+        except (aiohttp.ClientError, TimeoutError) as e:
             raise errors.UpstreamError(f"predictor at {self.predictor_url} is unreachable: {e!r}", 502) from e
-        if response.status_code != 200:
-            raise errors.UpstreamError(
-                _predictor_error(response), 502 if response.status_code >= 500 else response.status_code
-            )
+        if status != 200:
+            raise errors.UpstreamError(_predictor_error(status, content), 502 if status >= 500 else status)
         if isinstance(payload, InferRequest):
-            length = int(response.headers.get("inference-header-content-length", len(response.content)))
-            return InferResponse.from_bytes(response.content, length)
-        return response.json()
+            return InferResponse.from_bytes(content, int(length_header or len(content)))
+        return orjson.loads(content)
+
+    async def postprocess(
+        self,
+        result: dict | InferResponse,
+        headers: dict[str, str] | None = None,  # noqa: ARG002 (KServe's hook signature)
+        response_headers: dict[str, str] | None = None,
+    ) -> dict | InferResponse:
+        """Name the stale ids (stale_policy=flag) in the ``kfkit-stale-entities`` header; the body is unchanged."""
+        stale = _stale.get([])
+        if stale and response_headers is not None:
+            response_headers[STALE_HEADER] = ",".join(map(str, stale))
+        return result
 
 
 def _v2_body(request: InferRequest) -> tuple[bytes, int | None]:
@@ -209,12 +241,16 @@ def _flatten(values: Any) -> list:
     return out
 
 
-def _predictor_error(response: Any) -> str:
+def _predictor_error(status: int, content: bytes) -> str:
+    import orjson
+
+    text = content.decode("utf-8", "replace")
     try:
-        detail = response.json().get("error") or response.text
-    except ValueError:
-        detail = response.text
-    return f"predictor answered {response.status_code}: {str(detail)[:1000]}"
+        answer = orjson.loads(content)
+        detail = (answer.get("error") if isinstance(answer, dict) else None) or text
+    except orjson.JSONDecodeError:
+        detail = text
+    return f"predictor answered {status}: {str(detail)[:1000]}"
 
 
 # -------------------------------------------------------------------------------------- server
@@ -240,6 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--predictor-host", dest="predictor_host", help="the kfkit predictor, HOST:PORT or a URL")
     parser.add_argument(
         "--feature-service", help="registered Feast FeatureService to read through (default: one covering the features)"
+    )
+    parser.add_argument(
+        "--stale-policy",
+        choices=("reject", "flag"),
+        help="rows past the feature view's TTL: reject (404) or flag (header kfkit-stale-entities); "
+        "default: the repository's features.stale_policy",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 to accept remote clients)")
     return parser
@@ -291,7 +333,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         ensure_port_free(args.host, args.http_port, "--http_port")
         model_dir = resolve(args.model_uri)
         spec = load_spec(model_dir)
-        lookup = OnlineFeatureLookup(Path(args.feast_repo), spec.feature_names, feature_service=args.feature_service)
+        lookup = OnlineFeatureLookup(
+            Path(args.feast_repo), spec.feature_names, feature_service=args.feature_service,
+            stale_policy=args.stale_policy,
+        )  # fmt: skip
     except errors.KfkitError as e:
         print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
@@ -304,9 +349,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     model_server.app.add_exception_handler(errors.KfkitError, _kfkit_error_handler)
     logger.info(
-        "kfkit transformer for %s on http://%s:%d: entity %r via %s, predictor %s",
-        name, args.host, args.http_port, lookup.entity_key, lookup.feature_service or "feature references",
-        transformer.predictor_url,
+        "kfkit transformer for %s on http://%s:%d: entity %r via %s, transforms %s, stale %s, predictor %s",
+        name, args.host, args.http_port, lookup.entity_key, lookup.feature_service or "feature views",
+        lookup.transforms or "none", lookup.stale_policy, transformer.predictor_url,
     )  # fmt: skip
     server = _KfkitErrorModelServer(
         host=args.host,

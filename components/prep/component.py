@@ -18,7 +18,12 @@ def prep(config: dict, prepared: Output[Dataset]):
     from kfkit.data.prep import prepare
 
     cfg = from_dict(config)
-    result = prepare(cfg.dataset, prepared.path)
+    frame = None
+    if cfg.features.enabled:  # one Feast repository is the source of training and serving features
+        from kfkit.features.training import training_frame
+
+        frame = training_frame(cfg)
+    result = prepare(cfg.dataset, prepared.path, frame=frame)
     prepared.metadata.update({"rows": result.rows, "positives": result.positives, "label": result.label,
                               "features": len(result.feature_names)})  # fmt: skip
     print(f"[prep] {cfg.dataset.kind}: {result.rows} rows, {len(result.feature_names)} features, "

@@ -198,18 +198,18 @@ def test_bad_requests_are_4xx_with_json_error(stack, path, body, status, fragmen
 
 
 def test_lookup_without_a_feature_service_gives_the_same_rows(stack):
-    from kfkit.serving.feast_features import OnlineFeatureLookup
+    from kfkit.features.online import OnlineFeatureLookup
 
     service = OnlineFeatureLookup(stack.repo, FEATURES)
     assert service.feature_service == "fraud_model" and service.entity_key == "card_id"
-    refs = OnlineFeatureLookup(stack.repo, FEATURES[::-1], feature_service=None)
-    refs.features = [f"card_features:{n}" for n in refs.feature_names]  # the reference path, as without a service
-    np.testing.assert_array_equal(refs.lookup(stack.ids)[:, ::-1], service.lookup(stack.ids))
-    np.testing.assert_array_equal(service.lookup(stack.ids), stack.rows)
+    reversed_order = OnlineFeatureLookup(stack.repo, FEATURES[::-1])
+    np.testing.assert_array_equal(reversed_order.lookup(stack.ids).rows[:, ::-1], service.lookup(stack.ids).rows)
+    np.testing.assert_array_equal(service.lookup(stack.ids).rows, stack.rows)
+    assert service.transforms == {} and service.lookup(stack.ids).stale == []  # a plain Feast repo: no kfkit spec
 
 
 def test_lookup_rejects_an_unknown_feature_or_service(stack):
-    from kfkit.serving.feast_features import OnlineFeatureLookup
+    from kfkit.features.online import OnlineFeatureLookup
 
     with pytest.raises(ConfigError, match="'nope'"):
         OnlineFeatureLookup(stack.repo, [*FEATURES, "nope"])
@@ -226,3 +226,24 @@ def test_cli_fails_at_once_on_a_bad_repo(tmp_path, stack):
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("python -m kfkit.serving.transformer: error:")
+
+
+def test_an_unreachable_predictor_is_502(stack):
+    import asyncio
+
+    from kfkit.errors import UpstreamError
+    from kfkit.features.online import OnlineFeatureLookup
+    from kfkit.serving.transformer import FeastTransformer
+
+    lookup = OnlineFeatureLookup(stack.repo, FEATURES)
+    transformer = FeastTransformer(NAME, lookup=lookup, predictor_url=f"http://127.0.0.1:{free_port()}", timeout_s=5)
+
+    async def call():
+        try:
+            return await transformer.predict({"instances": stack.rows[:1].tolist()})
+        finally:
+            await transformer._client.close()
+
+    with pytest.raises(UpstreamError, match="is unreachable") as info:
+        asyncio.run(call())
+    assert info.value.status_code == 502
