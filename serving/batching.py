@@ -5,6 +5,10 @@ One collector task per event loop takes every request that is waiting when the w
 the result. While a pass runs, new requests queue up, so batches grow with load and a lone request never
 waits for company: before dispatching, the collector gives requests already being parsed a couple of
 event-loop turns to join, and never holds the first one longer than ``max_batch_latency_ms``.
+
+Callers on threads of their own (the thread-pool gRPC server) batch without the event loop
+(:meth:`AdaptiveBatcher.submit_blocking`): the caller that finds no pass running runs one on its own thread
+with every request queued by then, and hands the next pass to the first request that queued meanwhile.
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ class AdaptiveBatcher:
         self._collector_waiting = False
         self._idle_turns = _MAX_IDLE_TURNS
         self._closed = False
+        self._callers = _CallerBatches(score, max_batch_size, on_batch)
 
     def run_sync(self, features: np.ndarray) -> np.ndarray:
         """Score on the worker thread and wait (for warm-up and callers outside an event loop)."""
@@ -100,9 +105,23 @@ class AdaptiveBatcher:
             self._wakeup.set()
         return await future
 
+    def submit_blocking(self, features: np.ndarray) -> np.ndarray:
+        """Score ``features`` as part of a batch, from a thread that is not running an event loop.
+
+        Concurrent callers share passes as :meth:`submit`'s do: while one caller's pass runs, the others
+        queue; the next pass takes them all (up to ``max_batch_size`` rows) and runs on the thread of the
+        first of them, so a lone caller scores on its own thread with no hand-off at all.
+
+        Raises:
+            RuntimeError: the batcher was closed.
+            Exception: whatever ``score`` raised for the batch this request was in.
+        """
+        return self._callers.submit(features)
+
     def close(self) -> None:
         """Stop the collector and the worker thread (requests still queued fail)."""
         self._closed = True
+        self._callers.close()
         if self._collector is not None and not self._collector.done():
             self._collector.cancel()
         while self._pending:
@@ -190,6 +209,96 @@ class AdaptiveBatcher:
             batch.append(item)
         self._pending_rows -= rows
         return batch
+
+
+class _Slot:
+    """One caller's request in :class:`_CallerBatches`: its rows, and the lock it sleeps on until answered."""
+
+    __slots__ = ("error", "features", "lead", "result", "wake")
+
+    def __init__(self, features: np.ndarray) -> None:
+        self.features = features
+        # A held lock is the cheapest one-shot wake-up: the caller blocks acquiring it, the answer releases it.
+        self.wake = threading.Lock()
+        self.wake.acquire()
+        self.result: np.ndarray | None = None
+        self.error: BaseException | None = None
+        self.lead = False
+
+
+class _CallerBatches:
+    """Batching for callers on their own threads: the first caller of each pass runs it for everyone queued.
+
+    Invariant: while no pass runs, nothing is queued (the end of each pass hands the queue to its head).
+    """
+
+    def __init__(self, score: Score, max_batch_size: int, on_batch: BatchObserver | None) -> None:
+        self._score = score
+        self._max_rows = max_batch_size
+        self._on_batch = on_batch
+        self._lock = threading.Lock()
+        self._pending: deque[_Slot] = deque()
+        self._running = False
+        self._closed = False
+
+    def submit(self, features: np.ndarray) -> np.ndarray:
+        slot = _Slot(features)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the model is unloading; retry on another replica")
+            self._pending.append(slot)
+            lead, self._running = not self._running, True
+        if not lead:
+            slot.wake.acquire()  # until a pass answered this slot, or made it the next pass's leader
+            lead = slot.lead and slot.error is None  # close() fails a promoted slot too
+        if lead:
+            self._run_pass()
+        if slot.error is not None:
+            raise slot.error
+        return slot.result
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            waiting, self._pending = list(self._pending), deque()
+        for slot in waiting:
+            slot.error = RuntimeError("the model was unloaded before this request was scored")
+            slot.wake.release()
+
+    def _run_pass(self) -> None:
+        """Score the head of the queue (this caller's slot) and whoever fits behind it, then hand over."""
+        with self._lock:
+            batch = [self._pending.popleft()]
+            rows = len(batch[0].features)
+            while self._pending and rows + len(self._pending[0].features) <= self._max_rows:
+                slot = self._pending.popleft()
+                rows += len(slot.features)
+                batch.append(slot)
+        started = time.perf_counter()
+        try:
+            features = batch[0].features if len(batch) == 1 else np.concatenate([s.features for s in batch])
+            scores = self._score(features)
+        except Exception as e:
+            for slot in batch:
+                slot.error = e
+        else:
+            offset = 0
+            for slot in batch:
+                end = offset + len(slot.features)
+                slot.result = scores[offset:end]
+                offset = end
+            if self._on_batch is not None:
+                self._on_batch(rows, len(batch), time.perf_counter() - started)
+        with self._lock:
+            nxt = self._pending[0] if self._pending else None
+            if nxt is None:
+                self._running = False
+            else:
+                nxt.lead = True
+        for slot in batch[1:]:  # batch[0] is the caller running this pass
+            slot.wake.release()
+        if nxt is not None:
+            nxt.wake.release()
 
 
 class _Worker:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from kfkit.errors import ServingError
 from kfkit.serving.encoding import ResponseEncoder
 from kfkit.serving.tensors import TensorChecks
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from kfkit.serving.metrics import ServerMetrics
     from kfkit.serving.payload_logger import Body, PayloadLogger
     from kfkit.serving.predictor import KfkitPredictor
@@ -55,6 +55,20 @@ class DataPlane:
         """``await score(features)``: probabilities (float32) and labels (int64) for a checked batch."""
         self.observe = metrics.request
         """``observe(protocol, status, seconds)``: count one answered request (called by every front)."""
+        # The thread-side entry of the same batcher; the predictor scores only through coroutines.
+        self._submit_blocking = predictor._batcher.submit_blocking
+        self._threshold = float(predictor.spec.threshold)
+
+    def score_blocking(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``score`` for callers on threads that run no event loop (the thread-pool gRPC server).
+
+        The same batcher and model: concurrent callers share forward passes, run on the caller's thread.
+
+        Returns:
+            Probabilities (float32) and labels (int64), as :attr:`score` returns them.
+        """
+        probabilities = self._submit_blocking(features)
+        return probabilities, (probabilities >= self._threshold).astype(np.int64)
 
     @property
     def ready(self) -> bool:

@@ -1,24 +1,28 @@
-"""Open Inference Protocol (V2) gRPC requests: a ``ModelInferRequest`` decoded from its protobuf and checked.
+"""Open Inference Protocol (V2) gRPC messages: a ``ModelInferRequest`` decoded and checked, the answer encoded.
 
 Values come in ``contents`` (typed repeated fields) or in ``raw_input_contents`` (little-endian bytes);
 either way they end in the shared :class:`~kfkit.serving.tensors.TensorChecks`. Protobuf field access
-builds Python objects, so the common case touches each field once and the error path does the rest.
+builds Python objects, so the common case touches each field once and the error path does the rest. The
+``ModelInferResponse`` is written as protobuf wire bytes directly (:class:`GrpcEncoder`), the same bytes
+the message classes would serialize, without building a message object per output.
 """
 
 from __future__ import annotations
 
+import itertools
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from kfkit.errors import InvalidInput
-from kfkit.model.names import OUTPUT_NAMES
+from kfkit.model.names import OUTPUT_NAMES, PROBABILITY, V2_OUTPUTS
 from kfkit.serving.tensors import NUMERIC_DATATYPES, ParsedRequest, TensorChecks
 
 if TYPE_CHECKING:
     from kserve.protocol.grpc.grpc_predict_v2_pb2 import ModelInferRequest
 
-__all__ = ["GrpcDecoder"]
+__all__ = ["GrpcDecoder", "GrpcEncoder"]
 
 # The InferTensorContents field each datatype carries its values in (FP16 has none: raw bytes only).
 _CONTENTS = {
@@ -133,3 +137,57 @@ def _packed_floats(contents: Any, field: str) -> np.ndarray | None:
     if position + length != len(data) or length % dtype.itemsize:
         return None
     return np.frombuffer(data, dtype=dtype, offset=position)
+
+
+class GrpcEncoder:
+    """Scores to ``ModelInferResponse`` wire bytes, for one model version.
+
+    Byte for byte what ``ModelInferResponse(...).SerializeToString()`` gives for the same answer (a test holds
+    them equal): proto3 fields in field-number order, empty strings left out, repeated numbers packed. The
+    labels are 0 or 1, so each is one varint byte.
+    """
+
+    def __init__(self, model_name: str, model_version: str | None) -> None:
+        """Fix the parts of every answer that never change."""
+        self._head = _string(1, model_name) + _string(2, model_version or "")
+        # Ids for answers to requests that sent none: unique per process, cheaper than a uuid4 each.
+        self._ids = map(f"{uuid.uuid4().hex[:12]}-{{:x}}".format, itertools.count(1))
+        self._names = {name: _string(1, name) + _string(2, datatype) for name, datatype in V2_OUTPUTS}
+
+    def encode(self, request: ParsedRequest, probabilities: np.ndarray, labels: np.ndarray) -> bytes:
+        """The answer: raw output bytes for outputs the request wants raw, else typed (packed) contents."""
+        parts = [self._head, _string(3, request.request_id or next(self._ids))]
+        raw = []
+        shape = _field(3, _varint(len(probabilities)))  # shape [rows], packed
+        for name in request.outputs:
+            tensor = self._names[name] + shape
+            if name in request.binary_outputs:
+                array = probabilities.astype("<f4", copy=False) if name == PROBABILITY else labels.astype("<i8")
+                raw.append(_field(6, array.tobytes()))  # raw_output_contents
+            elif name == PROBABILITY:
+                tensor += _field(5, _field(6, probabilities.astype("<f4", copy=False).tobytes()))  # fp32_contents
+            else:
+                tensor += _field(5, _field(3, labels.astype(np.uint8).tobytes()))  # int64_contents
+            parts.append(_field(5, tensor))  # outputs
+        return b"".join(parts + raw)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field (wire type 2) of a field number under 16: tag byte, length, bytes."""
+    length = len(payload)
+    if length < 0x80:  # the common case, a one-byte length
+        return bytes((number << 3 | 2, length)) + payload
+    return bytes((number << 3 | 2,)) + _varint(length) + payload
+
+
+def _string(number: int, text: str) -> bytes:
+    return _field(number, text.encode()) if text else b""  # proto3 leaves empty strings out

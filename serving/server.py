@@ -23,6 +23,7 @@ from kserve import model_server
 from kserve.logging import logger
 
 from kfkit.config import SERVER_OPTIONS, ServingConfig, check_serving
+from kfkit.config.serving import GRPC_STACKS
 from kfkit.deploy.local import ensure_port_free
 from kfkit.errors import ConfigError, KfkitError
 from kfkit.registry import resolve
@@ -115,6 +116,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="payload events buffered before new ones are dropped (and counted) rather than slow predictions",
     )
     kfkit.add_argument(
+        "--grpc-stack",
+        "--grpc_stack",
+        dest="grpc_stack",
+        choices=GRPC_STACKS,
+        default=_DEFAULTS.grpc_stack,
+        help="grpcio server under the gRPC fronts: sync (thread pool; the cheaper per call) or aio (grpc.aio)",
+    )
+    kfkit.add_argument(
+        "--grpc-threads",
+        "--grpc_threads",
+        dest="grpc_threads",
+        type=int,
+        default=_DEFAULTS.grpc_threads,
+        help="sync gRPC stack: handler threads per gRPC front (also the most gRPC calls one forward pass merges)",
+    )
+    kfkit.add_argument(
         "--tfserving-grpc-port",
         "--tfserving_grpc_port",
         dest="tfserving_grpc_port",
@@ -196,11 +213,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         access_log_format=args.access_log_format,
         event_loop=args.event_loop,
         timeout_keep_alive=args.timeout_keep_alive,
-        front=_Front(plane, args.max_body_bytes, args.access_log, args.tfserving_grpc_port),
+        front=_Front(plane, args),
     )
     logger.info(
         "kfkit: serving %s version %s (%s) from %s on http://%s:%d%s%s; batches up to %d rows / %g ms, body limit "
-        "%d bytes, payload log %s",
+        "%d bytes, payload log %s, gRPC stack %s",
         model_name,
         predictor.model_version,
         predictor.framework,
@@ -213,6 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.max_batch_latency_ms,
         args.max_body_bytes,
         args.payload_log_url or "off",
+        args.grpc_stack + (f" ({args.grpc_threads} threads)" if args.grpc_stack == "sync" else ""),
     )
     _use_uvloop(args.event_loop)
     # The worker thread needs the GIL back after every torch op; by default a thread waiting for it waits
@@ -265,11 +283,12 @@ def _stored_name(model_dir: Path) -> str:
 class _Front:
     """What the server puts in front of KServe: the shared data plane and the fronts' settings."""
 
-    def __init__(self, plane: DataPlane, max_body_bytes: int, access_log: bool, tfserving_port: int) -> None:
+    def __init__(self, plane: DataPlane, args: argparse.Namespace) -> None:
         self.plane = plane
-        self.max_body_bytes = max_body_bytes
-        self.access_log = access_log
-        self.tfserving_port = tfserving_port
+        self.max_body_bytes: int = args.max_body_bytes
+        self.access_log: bool = args.access_log
+        self.tfserving_port: int = args.tfserving_grpc_port
+        self.grpc = {"stack": args.grpc_stack, "threads": args.grpc_threads}
 
 
 class _ModelServer(kserve.ModelServer):
@@ -285,7 +304,7 @@ class _ModelServer(kserve.ModelServer):
         self._host = host
         self._front = front
         self._serve_grpc = enable_grpc
-        self._tfserving_server = None
+        self._kfkit_grpc: list = []  # kfkit's gRPC servers (V2, TF Serving), stopped before the model unloads
         super().__init__(enable_grpc=False, **kwargs)  # we add our own gRPC server in setup_event_loop
 
     def setup_event_loop(self) -> None:
@@ -307,33 +326,33 @@ class _ModelServer(kserve.ModelServer):
             access = logging.getLogger("uvicorn.access")
             access.handlers = []
             access.propagate = False  # uvicorn formats an access line whenever a handler is reachable
+        limits = {"max_message_bytes": front.max_body_bytes, "grace_period": self.grace_period, **front.grpc}
         if self._serve_grpc:
-            self._grpc_server = KfkitGRPCServer(
-                self._host,
-                self.grpc_port,
-                KfkitInferenceServicer(plane),
-                max_message_bytes=front.max_body_bytes,
-                grace_period=self.grace_period,
-            )
-            self.servers.append(self._grpc_server.start(self.max_threads))
+            servicer = KfkitInferenceServicer(plane)
+            self._kfkit_grpc.append(KfkitGRPCServer(self._host, self.grpc_port, servicer, **limits))
         if front.tfserving_port:
             from kfkit.serving.tfserving import tfserving_server
 
-            self._tfserving_server = tfserving_server(
-                plane,
-                self._host,
-                front.tfserving_port,
-                max_message_bytes=front.max_body_bytes,
-                grace_period=self.grace_period,
-            )
-            self.servers.append(self._tfserving_server.start())
+            self._kfkit_grpc.append(tfserving_server(plane, self._host, front.tfserving_port, **limits))
+        self.servers += [server.start() for server in self._kfkit_grpc]
         super().setup_event_loop()
 
     def stop(self, sig: int) -> None:
-        """Stop KServe's servers and the TF Serving one (called on SIGTERM/SIGINT, on the event loop's thread)."""
-        super().stop(sig)
-        if self._tfserving_server is not None:
-            asyncio.create_task(self._tfserving_server.stop(sig))  # noqa: RUF006 (KServe's stop does the same)
+        """Graceful stop (SIGTERM/SIGINT, on the event loop's thread): in-flight gRPC calls finish first.
+
+        KServe's own stop unloads the model at once, which would fail every gRPC call still waiting for its
+        batch; so the gRPC servers stop first (new calls refused, in-flight ones answered within the grace
+        period), and KServe's stop follows. uvicorn has already drained REST when this runs.
+        """
+        if not self._kfkit_grpc:
+            super().stop(sig)
+            return
+
+        async def drain_then_stop() -> None:
+            await asyncio.gather(*(server.stop(sig) for server in self._kfkit_grpc))
+            kserve.ModelServer.stop(self, sig)
+
+        self._draining = asyncio.create_task(drain_then_stop())  # kept: a task without a reference may vanish
 
 
 if __name__ == "__main__":

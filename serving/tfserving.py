@@ -12,8 +12,7 @@ MultiInference methods are UNIMPLEMENTED.
 
 from __future__ import annotations
 
-import logging
-import time
+import asyncio
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -21,28 +20,27 @@ import grpc
 
 from kfkit.errors import InvalidInput
 from kfkit.model.names import SIGNATURE_NAME
-from kfkit.serving.grpc_service import KfkitGRPCServer
+from kfkit.serving.grpc_service import KfkitGRPCServer, Plain, Scored, rpc_handlers
 from kfkit.serving.tfserving_protocol import TFServingCodec
 
 if TYPE_CHECKING:
-    from grpc import aio
-
     from kfkit.serving.dataplane import DataPlane
+    from kfkit.serving.grpc_service import Log
+    from kfkit.serving.tensors import ParsedRequest
 
-__all__ = ["PROTOCOL", "PredictionService", "tfserving_server"]
+__all__ = ["PROTOCOL", "SERVICE", "PredictionService", "tfserving_server"]
 
 PROTOCOL = "tfserving-grpc"
 """The ``protocol`` label of this front's requests in the server's metrics."""
-
-_log = logging.getLogger("kfkit.serving")
+SERVICE = "tensorflow.serving.PredictionService"
 
 
 class PredictionService:
-    """TF Serving's ``PredictionServiceServicer`` interface (Predict, GetModelMetadata) for one served model.
+    """TF Serving's ``PredictionService`` (Predict, GetModelMetadata) for one served model.
 
-    A plain class rather than a subclass of the generated servicer, so that importing this module does not
-    import tensorflow; the generated ``add_PredictionServiceServicer_to_server`` only looks the five methods up by
-    name.
+    Its methods are served through :func:`~kfkit.serving.grpc_service.rpc_handlers`, like the V2 service's,
+    on either gRPC stack; the TF Serving messages (which import tensorflow) are imported only in
+    :meth:`handler`, when the server is built.
     """
 
     def __init__(self, plane: DataPlane, *, version: int | None = None) -> None:
@@ -56,60 +54,58 @@ class PredictionService:
         if version is None:
             served = plane.model_version or ""
             version = int(served) if served.isdigit() else 1
-        self._plane = plane
+        self.plane = plane
         self._codec = TFServingCodec(plane.checks, model_name=plane.model_name, version=version)
-        self._score = plane.score
-        self._observe = plane.observe
-        self._logs_payload = plane.payload_logger is not None
 
-    async def Predict(self, request: Any, context: aio.ServicerContext) -> Any:  # noqa: N802 (the RPC's name)
-        """Score ``inputs['features']``; answer ``probability`` and ``label`` (or those in ``output_filter``)."""
-        started = time.perf_counter()
-        status = "OK"
-        try:
-            parsed = self._codec.decode(request)
-            probabilities, labels = await self._score(parsed.features)
-            response = self._codec.encode(parsed, probabilities, labels)
-            if self._logs_payload:
-                self._plane.log_as_v2(str(uuid.uuid4()), parsed, probabilities, labels)
-            return response
-        except InvalidInput as e:
-            status = e.grpc_code
-            await context.abort(getattr(grpc.StatusCode, status), str(e))
-        except Exception as e:
-            status = "INTERNAL"
-            _log.exception("TF Serving Predict failed")
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error scoring the request: {e!r:.300}")
-        finally:
-            self._observe(PROTOCOL, status, time.perf_counter() - started)
+    def handler(self, stack: str, loop: asyncio.AbstractEventLoop) -> grpc.GenericRpcHandler:
+        """Every method of ``PredictionService`` for ``stack`` (``sync`` or ``aio``) on the server's ``loop``."""
+        from tensorflow_serving.apis import (
+            classification_pb2,
+            get_model_metadata_pb2,
+            inference_pb2,
+            predict_pb2,
+            regression_pb2,
+        )
 
-    async def GetModelMetadata(self, request: Any, context: aio.ServicerContext) -> Any:  # noqa: N802
-        """The ``serving_default`` SignatureDef: ``features`` [-1, n] float -> ``probability``, ``label``."""
-        try:
-            return self._codec.metadata(request)
-        except InvalidInput as e:
-            await context.abort(getattr(grpc.StatusCode, e.grpc_code), str(e))
+        plain: dict[str, Plain] = {
+            "GetModelMetadata": (
+                self._codec.metadata,
+                get_model_metadata_pb2.GetModelMetadataRequest,
+                get_model_metadata_pb2.GetModelMetadataResponse,
+            ),
+            "Classify": (
+                _unimplemented("Classify"), classification_pb2.ClassificationRequest,
+                classification_pb2.ClassificationResponse,
+            ),
+            "Regress": (_unimplemented("Regress"), regression_pb2.RegressionRequest, regression_pb2.RegressionResponse),
+            "MultiInference": (
+                _unimplemented("MultiInference"), inference_pb2.MultiInferenceRequest,
+                inference_pb2.MultiInferenceResponse,
+            ),
+        }  # fmt: skip
+        predict = Scored(PROTOCOL, self._codec.decode, self._answer, predict_pb2.PredictRequest,
+                         predict_pb2.PredictResponse, "Predict")  # fmt: skip
+        return rpc_handlers(SERVICE, stack, self.plane, loop, plain, {"Predict": predict})
 
-    async def Classify(self, request: Any, context: aio.ServicerContext) -> Any:  # noqa: N802, ARG002
-        """Not offered: kfkit models have a predict signature only."""
-        await _unimplemented(context, "Classify")
-
-    async def Regress(self, request: Any, context: aio.ServicerContext) -> Any:  # noqa: N802, ARG002
-        """Not offered: kfkit models have a predict signature only."""
-        await _unimplemented(context, "Regress")
-
-    async def MultiInference(self, request: Any, context: aio.ServicerContext) -> Any:  # noqa: N802, ARG002
-        """Not offered: kfkit models have a predict signature only."""
-        await _unimplemented(context, "MultiInference")
+    def _answer(self, _request: Any, parsed: ParsedRequest, probabilities: Any, labels: Any, log: Log | None) -> Any:
+        """``probability`` and ``label`` (or those in ``output_filter``); the pair queued as V2 JSON."""
+        response = self._codec.encode(parsed, probabilities, labels)
+        if log is not None:
+            log(str(uuid.uuid4()), parsed, probabilities, labels)
+        return response
 
 
 def tfserving_server(
-    plane: DataPlane, host: str, port: int, *, max_message_bytes: int, grace_period: int = 30
+    plane: DataPlane,
+    host: str,
+    port: int,
+    *,
+    max_message_bytes: int,
+    grace_period: int = 30,
+    stack: str = "sync",
+    threads: int = 8,
 ) -> KfkitGRPCServer:
     """The gRPC server answering TF Serving's API for ``plane``'s model (started with ``await server.start()``).
-
-    TF Serving's generated stubs import tensorflow: that happens here, before the server runs, not on the
-    event loop.
 
     Args:
         plane: The shared path to the loaded model.
@@ -117,21 +113,25 @@ def tfserving_server(
         port: TCP port (TF Serving's own default is 8500); 0 picks a free one.
         max_message_bytes: Largest request and response message.
         grace_period: Seconds in-flight calls get on shutdown.
+        stack: ``sync`` (grpcio's thread-pool server) or ``aio`` (grpc.aio).
+        threads: ``sync``: handler threads.
     """
-    from tensorflow_serving.apis import prediction_service_pb2_grpc
-
     return KfkitGRPCServer(
         host,
         port,
         PredictionService(plane),
         max_message_bytes=max_message_bytes,
         grace_period=grace_period,
-        add_servicer=prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server,
+        stack=stack,
+        threads=threads,
         name="TensorFlow Serving PredictionService",
     )
 
 
-async def _unimplemented(context: aio.ServicerContext, method: str) -> None:
-    await context.abort(
-        grpc.StatusCode.UNIMPLEMENTED, f"{method} is not offered; call Predict (signature {SIGNATURE_NAME!r})"
-    )
+def _unimplemented(method: str) -> Any:
+    def refuse(_request: Any) -> Any:
+        raise InvalidInput(
+            f"{method} is not offered; call Predict (signature {SIGNATURE_NAME!r})", status_code=405
+        )  # 405: UNIMPLEMENTED, as TF Serving answers
+
+    return refuse

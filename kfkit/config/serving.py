@@ -49,6 +49,16 @@ class ServingConfig:
     """Where request/response CloudEvents go (KServe logger format); None = no payload logging."""
     payload_log_queue_size: int = 1000
     """Payload events buffered before new ones are dropped (and counted) rather than slow predictions."""
+    grpc_stack: str = "sync"
+    """grpcio server under the gRPC fronts (V2, TF Serving): sync (grpcio's thread-pool server; on one core
+    it spends about a third of grpc.aio's CPU per call) or aio (grpc.aio on the event loop)."""
+    grpc_threads: int = 8
+    """sync stack: handler threads per gRPC front, so also the most gRPC calls one forward pass merges
+    (calls beyond it wait in grpcio's queue, they are not refused)."""
+
+
+GRPC_STACKS = ("sync", "aio")
+"""``serving.grpc_stack`` choices."""
 
 
 @dataclass
@@ -250,8 +260,13 @@ SERVER_OPTIONS = (
     "max_body_bytes",
     "payload_log_url",
     "payload_log_queue_size",
+    "grpc_stack",
+    "grpc_threads",
 )
 """``serving.*`` fields the model server takes as flags (``--max-batch-size`` ...); see :func:`server_flags`."""
+
+
+_SERVING_DEFAULTS = ServingConfig()
 
 
 def check_serving(serving: ServingConfig, *, key: Any = "serving.{}".format) -> None:
@@ -265,11 +280,13 @@ def check_serving(serving: ServingConfig, *, key: Any = "serving.{}".format) -> 
     Raises:
         ConfigError: naming the key, the value and the bound.
     """
-    for name in ("max_batch_size", "max_body_bytes", "payload_log_queue_size"):
+    for name in ("max_batch_size", "max_body_bytes", "payload_log_queue_size", "grpc_threads"):
         if getattr(serving, name) < 1:
             raise ConfigError(f"{key(name)}={getattr(serving, name)} must be at least 1")
     if serving.max_batch_latency_ms < 0:
         raise ConfigError(f"{key('max_batch_latency_ms')}={serving.max_batch_latency_ms} must not be negative")
+    if serving.grpc_stack not in GRPC_STACKS:
+        raise ConfigError(f"{key('grpc_stack')}={serving.grpc_stack!r} must be one of {', '.join(GRPC_STACKS)}")
     url = serving.payload_log_url
     if url and not url.startswith(("http://", "https://")):
         raise ConfigError(f"{key('payload_log_url')}={url!r} must be an http:// or https:// URL")
@@ -299,6 +316,11 @@ def server_flags(serving: ServingConfig, *, payload_logging: bool = True) -> lis
         f"--max-batch-latency-ms={int(latency) if latency.is_integer() else latency!r}",
         f"--max-body-bytes={serving.max_body_bytes}",
     ]
+    # Only when set: the rendered ServingRuntime args (and Helm's) stay as they were for the defaults.
+    if serving.grpc_stack != _SERVING_DEFAULTS.grpc_stack:
+        flags.append(f"--grpc-stack={serving.grpc_stack}")
+    if serving.grpc_threads != _SERVING_DEFAULTS.grpc_threads:
+        flags.append(f"--grpc-threads={serving.grpc_threads}")
     if payload_logging:
         flags.append(f"--payload-log-queue-size={serving.payload_log_queue_size}")
         if serving.payload_log_url:  # None: no payload logging

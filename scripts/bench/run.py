@@ -65,11 +65,13 @@ def _servers(
     for name in names:
         if name == "kfkit":
             servers[name] = kfkit_server(name, model, settings, logs)
+        elif name == "kfkit-aio":  # the gRPC fronts on grpc.aio instead of the thread-pool server
+            servers[name] = kfkit_server(name, model, settings, logs, grpc_stack="aio")
         elif name in MLSERVER_VARIANTS:
             tuned, batching = name != "mlserver-default", name.endswith("batching")
             servers[name] = mlserver_server(name, model, settings, logs, work, tuned=tuned, batching=batching)
         else:
-            known = ", ".join(("kfkit", *MLSERVER_VARIANTS))
+            known = ", ".join(("kfkit", "kfkit-aio", *MLSERVER_VARIANTS))
             raise ServingError(f"unknown server {name!r}; choose from {known}")
     if settings.batching and "kfkit" in servers:
         servers["kfkit-nobatch"] = kfkit_server("kfkit-nobatch", model, settings, logs, max_batch_size=1)

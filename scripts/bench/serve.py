@@ -80,7 +80,9 @@ def build_parser(prog: str = "kfkit bench serve") -> argparse.ArgumentParser:
     parser.add_argument("--duration", type=float, help="seconds per measured run")
     parser.add_argument("--repeats", type=int, help="runs per configuration (medians reported)")
     parser.add_argument(
-        "--servers", type=_names, help="kfkit,mlserver,mlserver-batching[,mlserver-default] (default: all but the last)"
+        "--servers",
+        type=_names,
+        help="kfkit,mlserver,mlserver-batching[,mlserver-default,kfkit-aio] (default: the first three)",
     )
     parser.add_argument("--protocols", type=_names, help="v2-rest,v2-grpc,v1-rest")
     parser.add_argument("--no-open-loop", action="store_true", help="skip the latency run at 70%% of peak")

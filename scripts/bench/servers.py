@@ -349,8 +349,8 @@ def start_servers(servers: Sequence[Server], cpu: int | None, progress: Callable
         raise errors[0]
 
 
-def start_bare_grpc(port: int, batch: int, cpu: int | None) -> subprocess.Popen:
-    """``bare_grpc_server.py`` on ``port`` and core ``cpu``, answering a constant ``batch``-row response.
+def start_bare_grpc(port: int, batch: int, cpu: int | None, stack: str = "aio") -> subprocess.Popen:
+    """``bare_grpc_server.py`` (``stack``) on ``port`` and core ``cpu``, answering a constant ``batch``-row response.
 
     Raises:
         ServingError: it did not print READY.
@@ -359,7 +359,7 @@ def start_bare_grpc(port: int, batch: int, cpu: int | None) -> subprocess.Popen:
     with on_cpu(cpu):
         # -P: run by path without putting this folder first on sys.path (its module names are generic)
         process = subprocess.Popen(
-            [sys.executable, "-P", str(script), str(port), str(batch)],
+            [sys.executable, "-P", str(script), stack, str(port), str(batch)],
             stdout=subprocess.PIPE,
             text=True,
             env=one_thread_env(),
@@ -368,5 +368,5 @@ def start_bare_grpc(port: int, batch: int, cpu: int | None) -> subprocess.Popen:
     if process.stdout is None or process.stdout.readline().strip() != "READY":
         process.terminate()
         process.wait(timeout=10)
-        raise ServingError(f"the bare gRPC server ({script}) did not start")
+        raise ServingError(f"the bare gRPC server ({script} {stack}) did not start")
     return process

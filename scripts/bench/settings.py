@@ -15,6 +15,7 @@ SWEEP_CASES = (
     ("kfkit", "v2-rest"),
     ("mlserver", "v2-rest"),
     ("kfkit", "v2-grpc"),
+    ("kfkit-aio", "v2-grpc"),
     ("mlserver", "v2-grpc"),
     ("kfkit", "v1-rest"),
 )
@@ -38,8 +39,8 @@ class BenchSettings:
     """Runs per configuration; medians are reported."""
     servers: list[str] = field(default_factory=lambda: ["kfkit", "mlserver", "mlserver-batching"])
     """Servers to compare: ``kfkit``, ``mlserver`` (tuned: parallel_workers=0, metrics off), ``mlserver-batching``
-    (tuned plus MLServer's adaptive batching, kfkit's limits), ``mlserver-default``. Ratios use the best
-    MLServer setting of each cell."""
+    (tuned plus MLServer's adaptive batching, kfkit's limits), ``mlserver-default``, ``kfkit-aio`` (kfkit with
+    ``serving.grpc_stack=aio``, gRPC cells only). Ratios use the best MLServer setting of each cell."""
     protocols: list[str] = field(default_factory=lambda: ["v2-rest", "v2-grpc", "v1-rest"])
     """Protocols to sweep (V1 REST only exists on kfkit)."""
     open_loop: bool = True

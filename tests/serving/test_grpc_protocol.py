@@ -79,3 +79,123 @@ def test_grpc_contents_with_two_fields_is_refused_by_name(validator):
     contents = pb.InferTensorContents(fp32_contents=ROWS.ravel().tolist(), int64_contents=[1])
     with pytest.raises(InvalidInput, match=r"whose values go in contents.fp32_contents .* got contents.int64_contents"):
         validator.grpc(_grpc(contents=contents))
+
+
+# ------------------------------------------------------------------- the sync stack's way into the batcher
+
+
+def _slow_sum(delay_s: float, passes: list[int], threads: set[str] | None = None):
+    def score(features: np.ndarray) -> np.ndarray:
+        import threading
+        import time
+
+        passes.append(len(features))
+        if threads is not None:
+            threads.add(threading.current_thread().name)
+        time.sleep(delay_s)  # releases the GIL, as torch does: the other callers queue meanwhile
+        if (features == -1).any():
+            raise ValueError("poisoned row")
+        return features.sum(axis=1).astype(np.float32)
+
+    return score
+
+
+def _from_threads(batcher, batches: list[np.ndarray]) -> list:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def call(rows):
+        try:
+            return batcher.submit_blocking(rows)
+        except Exception as e:  # the test looks at what each caller got
+            return e
+
+    with ThreadPoolExecutor(len(batches)) as pool:
+        return list(pool.map(call, batches))
+
+
+def test_callers_on_threads_share_passes_and_get_their_own_rows():
+    from kfkit.serving.batching import AdaptiveBatcher
+
+    passes: list[int] = []
+    threads: set[str] = set()
+    seen: list[tuple[int, int]] = []
+    batcher = AdaptiveBatcher(_slow_sum(0.005, passes, threads), max_batch_size=16, max_batch_latency_ms=2,
+                              on_batch=lambda rows, requests, _s: seen.append((rows, requests)))  # fmt: skip
+    sizes = [1, 3, 1, 2, 5, 1, 1, 4] * 4
+    batches = [np.full((n, N), float(i), dtype=np.float32) for i, n in enumerate(sizes)]
+    results = _from_threads(batcher, batches)
+    for rows, result in zip(batches, results, strict=True):
+        np.testing.assert_array_equal(result, rows.sum(axis=1))
+    assert sum(passes) == sum(sizes) and max(passes) <= 16
+    assert len(passes) < len(sizes) / 2, passes  # merged across callers
+    assert max(requests for _, requests in seen) > 1 and sum(r for _, r in seen) == len(sizes)
+    assert "kfkit-infer" not in threads  # passes run on the callers' own threads, no hand-off
+    batcher.close()
+
+
+def test_a_lone_caller_scores_on_its_own_thread():
+    import threading
+
+    from kfkit.serving.batching import AdaptiveBatcher
+
+    passes: list[int] = []
+    threads: set[str] = set()
+    batcher = AdaptiveBatcher(_slow_sum(0, passes, threads), max_batch_size=8, max_batch_latency_ms=2)
+    for i in range(3):
+        np.testing.assert_array_equal(batcher.submit_blocking(ROWS + i), (ROWS + i).sum(axis=1))
+    assert passes == [2, 2, 2] and threads == {threading.current_thread().name}
+    batcher.close()
+
+
+def test_a_failing_pass_fails_only_its_callers_and_close_refuses_new_ones():
+    from kfkit.serving.batching import AdaptiveBatcher
+
+    passes: list[int] = []
+    batcher = AdaptiveBatcher(_slow_sum(0.005, passes), max_batch_size=1, max_batch_latency_ms=2)
+    batches = [np.full((1, N), float(i), dtype=np.float32) for i in range(6)]
+    batches[2] = np.full((1, N), -1.0, dtype=np.float32)
+    results = _from_threads(batcher, batches)
+    assert isinstance(results[2], ValueError) and "poisoned" in str(results[2])
+    for i in (0, 1, 3, 4, 5):
+        np.testing.assert_array_equal(results[i], batches[i].sum(axis=1))
+    assert passes == [1] * 6  # max_batch_size=1: one request per pass
+    batcher.close()
+    with pytest.raises(RuntimeError, match="unloading"):
+        batcher.submit_blocking(ROWS)
+
+
+# ------------------------------------------------------------------------------ answers as wire bytes
+
+
+@pytest.mark.parametrize("rows", [1, 2, 64, 300])
+@pytest.mark.parametrize(
+    ("outputs", "binary", "request_id"),
+    [
+        (("probability", "label"), (), "r-1"),
+        (("probability", "label"), ("probability", "label"), ""),
+        (("label",), (), "x" * 200),
+        (("label", "probability"), ("label",), "id"),
+    ],
+    ids=["contents", "raw", "label-only-long-id", "mixed"],
+)
+def test_grpc_answer_bytes_equal_the_protobuf_serialization(rows, outputs, binary, request_id):
+    """GrpcEncoder writes exactly what ModelInferResponse.SerializeToString() writes for the same answer."""
+    from kfkit.serving.encoding import ResponseEncoder
+    from kfkit.serving.grpc_protocol import GrpcEncoder
+    from kfkit.serving.tensors import ParsedRequest
+
+    rng = np.random.default_rng(rows)
+    probabilities = rng.random(rows).astype(np.float32)
+    labels = (probabilities >= 0.5).astype(np.int64)
+    parsed = ParsedRequest(BIG[:1], request_id or None, outputs, frozenset(binary))
+    for version in ("3", None):
+        wire = GrpcEncoder("fraud-model", version).encode(parsed, probabilities, labels)
+        expected = ResponseEncoder("fraud-model", version).grpc(parsed, probabilities, labels)
+        if not request_id:  # generated ids differ between encoders: compare the rest, and that one was set
+            answer = pb.ModelInferResponse.FromString(wire)
+            assert answer.id
+            answer.id = expected.id
+            wire = answer.SerializeToString()
+        assert wire == expected.SerializeToString()
+        answer = pb.ModelInferResponse.FromString(wire)
+        assert [o.name for o in answer.outputs] == list(outputs) and answer.model_version == (version or "")

@@ -1,7 +1,8 @@
-"""KServe's own Python clients against a real kfkit server: answers equal the offline model.
+"""KServe's and NVIDIA Triton's Python clients against a real kfkit server: answers equal the offline model.
 
 ``kserve.InferenceRESTClient`` (V1; V2 with JSON or binary tensors, which writes ``model_name`` in every
-body) and ``kserve.InferenceGRPCClient`` (V2 gRPC, contents or raw bytes), beside the tritonclient tests.
+body), ``kserve.InferenceGRPCClient`` (V2 gRPC, contents or raw bytes) and ``tritonclient.grpc`` (raw
+tensors, readiness, metadata, the sync and the asyncio client, errors), on the server's gRPC stack.
 """
 
 from __future__ import annotations
@@ -100,3 +101,87 @@ def test_grpc_client(live_server, binary):
     response = asyncio.run(run())
     assert (response.model_name, response.id) == (NAME, "kserve-grpc")
     _check(response, model.expected)
+
+
+# tritonclient and kserve register the same protobuf package (inference.*) in protobuf's default pool, so one
+# process cannot import both: the Triton client runs in a fresh interpreter and prints what it saw as JSON.
+_TRITON_CLIENT = r"""
+import asyncio, json, sys
+import numpy as np
+import tritonclient.grpc as triton
+import tritonclient.grpc.aio as triton_aio
+from tritonclient.utils import InferenceServerException
+
+target, name = sys.argv[1], sys.argv[2]
+rows = np.asarray(json.loads(sys.stdin.read()), dtype=np.float32)
+options = [("grpc.enable_http_proxy", 0)]
+
+
+def inputs(batch):
+    tensor = triton.InferInput("features", list(batch.shape), "FP32")
+    tensor.set_data_from_numpy(batch)  # raw_input_contents, as tritonclient always sends
+    return [tensor]
+
+
+def failure(call):
+    try:
+        call()
+    except InferenceServerException as e:
+        return [e.status(), e.message()]
+    return None
+
+
+client = triton.InferenceServerClient(target, channel_args=options)
+outputs = [triton.InferRequestedOutput("probability"), triton.InferRequestedOutput("label")]
+result = client.infer(name, inputs(rows), outputs=outputs, request_id="triton-grpc")
+metadata = client.get_model_metadata(name)
+seen = {
+    "ready": [client.is_server_live(), client.is_server_ready(), client.is_model_ready(name)],
+    "input": [metadata.inputs[0].name, list(metadata.inputs[0].shape)],
+    "probability": result.as_numpy("probability").tolist(),
+    "label": result.as_numpy("label").tolist(),
+    "id": result.get_response().id,
+    "narrow": failure(lambda: client.infer(name, inputs(rows[:, :29]))),
+    "other": failure(lambda: client.infer("other-model", inputs(rows))),
+}
+client.close()
+
+
+async def concurrent():
+    aio_client = triton_aio.InferenceServerClient(target, channel_args=options)
+    try:
+        batches = [np.roll(rows, i, axis=0)[: 1 + i % len(rows)] for i in range(24)]
+        answers = await asyncio.gather(*(aio_client.infer(name, inputs(b)) for b in batches))
+        return [a.as_numpy("probability").tolist() for a in answers]
+    finally:
+        await aio_client.close()
+
+
+seen["concurrent"] = asyncio.run(concurrent())
+print(json.dumps(seen))
+"""
+
+
+def test_tritonclient_grpc(live_server):
+    """NVIDIA's tritonclient (sync and asyncio) against the server: answers, readiness, metadata, error codes."""
+    import json
+    import subprocess
+    import sys
+
+    endpoint, model = live_server.endpoint, live_server.model
+    result = subprocess.run(
+        [sys.executable, "-P", "-c", _TRITON_CLIENT, endpoint.grpc_target, NAME],
+        input=json.dumps(model.rows.tolist()), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen["ready"] == [True, True, True] and seen["id"] == "triton-grpc"
+    assert seen["input"] == ["features", [-1, model.rows.shape[1]]]
+    np.testing.assert_allclose(seen["probability"], model.expected, rtol=0, atol=1e-6)
+    assert seen["label"] == (model.expected >= 0.5).astype(int).tolist()
+    assert seen["narrow"][0] == "StatusCode.INVALID_ARGUMENT" and "30 numbers" in seen["narrow"][1]
+    assert seen["other"][0] == "StatusCode.NOT_FOUND" and "'other-model'" in seen["other"][1]
+    # 24 concurrent calls (sharing forward passes on the server) each get the scores of their own rows
+    for i, probabilities in enumerate(seen["concurrent"]):
+        want = np.roll(model.expected, i)[: 1 + i % len(model.rows)]
+        np.testing.assert_allclose(probabilities, want, rtol=0, atol=1e-6)

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.slow  # tensorflow takes seconds to import, and the tes
 
 import tensorflow as tf  # noqa: E402  (in the main environment: a missing one fails)
 from tensorflow_serving.apis import (  # noqa: E402 (after the pytestmark)
+    classification_pb2,
     get_model_metadata_pb2,
     predict_pb2,
     prediction_service_pb2_grpc,
@@ -66,12 +67,12 @@ def _save_keras_model(folder: Path) -> tf.keras.Model:
 
 
 @contextlib.contextmanager
-def _serving(model_dir: Path, name: str):
+def _serving(model_dir: Path, name: str, stack: str = "sync"):
     """The TF Serving front for one loaded model, on port 0 and an event loop in a thread; yields the port."""
     predictor = KfkitPredictor(name, model_dir, max_batch_size=16)
     predictor.load()
     server = tfserving_server(DataPlane(predictor, metrics=ServerMetrics(name)), "127.0.0.1", 0,
-                              max_message_bytes=1 << 22, grace_period=1)  # fmt: skip
+                              max_message_bytes=1 << 22, grace_period=1, stack=stack)  # fmt: skip
     stopping = threading.Event()
 
     async def run() -> None:
@@ -180,6 +181,20 @@ def test_pytorch_model_through_the_same_api(publish_random_mlp):
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         response = stub.Predict(_request(model.rows, name="torch-mlp"), timeout=30)
     np.testing.assert_allclose(tf.make_ndarray(response.outputs["probability"]), model.expected, atol=1e-6)
+
+
+def test_the_same_api_on_the_aio_stack(service):
+    """serving.grpc_stack=aio: the same methods, answers and status codes on grpc.aio."""
+    with _serving(service.folder, NAME, stack="aio") as port, grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        response = stub.Predict(_request(service.rows), timeout=30)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Predict(_request(service.rows, name="other"), timeout=30)
+        with pytest.raises(grpc.RpcError) as unimplemented:
+            stub.Classify(classification_pb2.ClassificationRequest(), timeout=30)
+    np.testing.assert_allclose(tf.make_ndarray(response.outputs["probability"]), service.expected, atol=1e-6)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND and "'other'" in caught.value.details()
+    assert unimplemented.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 def test_client_example_script(service, repo):
