@@ -56,7 +56,7 @@ class DataPlane:
         self.observe = metrics.request
         """``observe(protocol, status, seconds)``: count one answered request (called by every front)."""
         # The thread-side entry of the same batcher; the predictor scores only through coroutines.
-        self._submit_blocking = predictor._batcher.submit_blocking
+        self._submit_blocking = predictor.batcher.submit_blocking
         self._threshold = float(predictor.spec.threshold)
 
     def score_blocking(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -120,6 +120,17 @@ class KfkitPredictor(kserve.Model):
             self._batcher.close()
         self.ready = False
 
+    @property
+    def batcher(self) -> AdaptiveBatcher:
+        """The batcher every front scores through (its ``submit`` for coroutines, ``submit_blocking`` for threads).
+
+        Raises:
+            RuntimeError: the model is not loaded yet.
+        """
+        if self._batcher is None:
+            raise RuntimeError(f"model {self.name} is not loaded: call load() first")
+        return self._batcher
+
     async def score(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities (float32) and labels (int64) for a validated batch, via the batcher.
 
