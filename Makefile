@@ -8,9 +8,11 @@ MLSERVER_VENV := .venv-mlserver
 CHECKOV_VENV := .tools/checkov-venv
 PIP_VERSION := 24.3.1
 ARGS        ?=
+REGISTRY    ?= localhost/kfkit
+TAG         ?= dev
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint format bench bench-train bench-serve tools clean help
+.PHONY: setup run test lint format bench bench-train bench-serve tools images clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -73,6 +75,9 @@ bench-train: $(VENV)/.installed  ## training throughput, 1 vs 2 DDP processes (A
 
 bench-serve: $(VENV)/.installed $(MLSERVER_VENV)/.installed  ## serving load test vs MLServer (ARGS="--full")
 	$(VENV)/bin/kfkit bench serve $(ARGS)
+
+images:  ## build the kfkit and kfkit-drift images with buildah (REGISTRY=ghcr.io/kfkit TAG=0.1.0; docs/images.md)
+	bash scripts/build-images.sh --registry $(REGISTRY) --tag $(TAG)
 
 lock:  ## re-resolve the lock files from requirements/*.in (then commit them)
 	for env in main drift mlserver checkov; do \
