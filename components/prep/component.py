@@ -1,4 +1,4 @@
-"""prep: load the configured dataset, check its schema, split it and write Parquet."""
+"""prep: load the configured dataset (or its Feast features), check its schema, split it and write Parquet."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Output
@@ -15,15 +15,10 @@ def prep(config: dict, prepared: Output[Dataset]):
         prepared: Output folder of the splits.
     """
     from kfkit.config import from_dict
-    from kfkit.data.prep import prepare
+    from kfkit.data.prep import prepare_run
 
     cfg = from_dict(config)
-    frame = None
-    if cfg.features.enabled:  # one Feast repository is the source of training and serving features
-        from kfkit.features.training import training_frame
-
-        frame = training_frame(cfg)
-    result = prepare(cfg.dataset, prepared.path, frame=frame)
+    result = prepare_run(cfg, prepared.path)  # pandas, Spark or a SparkApplication; Feast when features.enabled
     prepared.metadata.update({"rows": result.rows, "positives": result.positives, "label": result.label,
                               "features": len(result.feature_names)})  # fmt: skip
     print(f"[prep] {cfg.dataset.kind}: {result.rows} rows, {len(result.feature_names)} features, "

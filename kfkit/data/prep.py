@@ -1,23 +1,50 @@
-"""Prepare a dataset for training: pick features, check the schema, split, write Parquet and stats."""
+"""Prepare a dataset for training: pick features, check the schema, split, write Parquet, stats and a reference.
+
+One prep, two engines (``data.engine``): pandas here, on one frame; Spark in :mod:`kfkit.data.spark_prep`,
+in bounded memory at any size (a local session, or a SparkApplication with ``data.spark.master=k8s``).
+Both check the schema with the same messages (:mod:`kfkit.data.checks`), put every row in the same split
+(:mod:`kfkit.data.split`) and write the same layout, which later steps read:
+
+- ``train.parquet``, ``val.parquet``, ``test.parquet``: one file per split, rows in input order,
+  features float32, label int64 (plus entity/timestamp columns), in row groups of ``data.shard_rows``
+  (the shards ``training.data=stream`` reads);
+- ``schema.json`` (:class:`PreparedData`), ``stats.json`` (mean/std/min/max per feature of the
+  training split, in float64) and ``reference.parquet`` (a hash-drawn sample of training rows for the
+  drift detector).
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from kfkit.data import checks
 from kfkit.errors import DatasetError
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-    from kfkit.config import DatasetConfig
+    from kfkit.config import DatasetConfig, KfkitConfig
+    from kfkit.config.data import DataConfig
 
-__all__ = ["PreparedData", "prepare", "load_prepared", "feature_columns", "validate_frame", "SPLITS"]
+__all__ = [
+    "PreparedData",
+    "prepare",
+    "prepare_run",
+    "load_prepared",
+    "feature_columns",
+    "validate_frame",
+    "write_metadata",
+    "SPLITS",
+    "REFERENCE_FILE",
+]
 
 SPLITS = ("train", "val", "test")
+REFERENCE_FILE = "reference.parquet"
 
 
 @dataclass
@@ -29,6 +56,7 @@ class PreparedData:
     label: str
     rows: dict[str, int]
     positives: dict[str, int]
+    engine: str = "pandas"
 
     def split_path(self, split: str) -> Path:
         """Parquet file of one split."""
@@ -48,6 +76,8 @@ def feature_columns(frame: pd.DataFrame, cfg: DatasetConfig) -> list[str]:
 def validate_frame(frame: pd.DataFrame, cfg: DatasetConfig, features: list[str]) -> pd.DataFrame:
     """Check the schema and return the frame, NaN rows dropped if ``cfg.drop_na``.
 
+    Row numbers in messages are 0-based positions in ``frame``.
+
     Raises:
         DatasetError: naming the column, the bad values (first rows) and the fix.
     """
@@ -56,17 +86,12 @@ def validate_frame(frame: pd.DataFrame, cfg: DatasetConfig, features: list[str])
 
     missing = [c for c in [*features, cfg.label] if c not in frame.columns]
     if missing:
-        raise DatasetError(
-            f"columns {missing} not found; the data has {list(frame.columns)[:40]}; "
-            "set dataset.label / dataset.features to existing columns"
-        )
+        raise checks.missing_columns(missing, list(frame.columns))
     if not features:
-        raise DatasetError("no numeric feature columns found; list them in dataset.features=[a,b,c]")
+        raise checks.no_features()
     non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
     if non_numeric:
-        raise DatasetError(
-            f"feature columns {non_numeric} are not numeric; encode them or drop them from dataset.features"
-        )
+        raise checks.non_numeric(non_numeric)
     subset = frame[[*features, cfg.label]]
     missing_values = subset.isna().to_numpy()
     infinite = np.zeros_like(missing_values)
@@ -74,66 +99,138 @@ def validate_frame(frame: pd.DataFrame, cfg: DatasetConfig, features: list[str])
     na_rows = pd.Series((missing_values | infinite).any(axis=1), index=frame.index)
     if na_rows.any():
         if not cfg.drop_na:
-            raise DatasetError(
-                f"{int(na_rows.sum())} rows have missing or infinite values: "
-                f"{_bad_cells(list(subset.columns), missing_values, infinite)}; "
-                "set dataset.drop_na=true to drop those rows, or clean the input"
-            )
+            raise checks.bad_values(int(na_rows.sum()), _bad_cells(list(subset.columns), missing_values, infinite))
         frame = frame.loc[~na_rows]
-    labels = set(pd.unique(frame[cfg.label]))
-    if not labels <= {0, 1}:
-        raise DatasetError(f"label column {cfg.label!r} must be 0/1; found values {sorted(map(str, labels))[:10]}")
+    labels = pd.unique(frame[cfg.label])
+    if not checks.labels_ok(labels):
+        raise checks.bad_labels(cfg.label, labels)
     counts = frame[cfg.label].astype("int64").value_counts()
     if counts.get(1, 0) < 2 or counts.get(0, 0) < 2:
-        raise DatasetError(
-            f"label column {cfg.label!r} needs at least 2 rows of each class to split; has {counts.to_dict()}"
-        )
+        raise checks.too_few_per_class(cfg.label, counts.to_dict())
     return frame
 
 
-def prepare(cfg: DatasetConfig, out_dir: str | Path, frame: pd.DataFrame | None = None) -> PreparedData:
-    """Load (unless ``frame`` is given), validate, split stratified, and write train/val/test Parquet.
+def prepare(
+    cfg: DatasetConfig,
+    out_dir: str | Path,
+    frame: pd.DataFrame | None = None,
+    *,
+    data: DataConfig | None = None,
+    reference_rows: int = 1000,
+) -> PreparedData:
+    """Load (unless ``frame`` is given), validate, split stratified by hash, and write the prepared layout.
 
-    Also writes ``schema.json`` (features, label, row counts) and ``stats.json`` (per-feature
-    mean/std/min/max of the training split) next to the splits.
+    Args:
+        cfg: The dataset section.
+        out_dir: Folder to write (created).
+        frame: Rows already in memory (e.g. from a Feast offline store); always prepared with pandas.
+        data: The data section (engine, split key, shard rows, Spark session); None: pandas defaults.
+        reference_rows: Training rows in ``reference.parquet`` (``drift.reference_rows``).
+
+    Raises:
+        DatasetError: the input is missing, unreadable, or fails a schema check.
+        ConfigError: ``data.spark.master=k8s`` (that needs the whole config: use :func:`prepare_run`).
     """
+    from kfkit.config.data import DataConfig
+
+    data = data or DataConfig()
+    if frame is None and data.engine == "spark":
+        from kfkit.data.spark_prep import prepare_spark
+
+        return prepare_spark(cfg, out_dir, data=data, reference_rows=reference_rows)
+    return _prepare_pandas(cfg, out_dir, frame, data=data, reference_rows=reference_rows)
+
+
+def prepare_run(cfg: KfkitConfig, out_dir: str | Path) -> PreparedData:
+    """Prep as a run's config says: pandas, local Spark, or a SparkApplication on the cluster.
+
+    The entry point of the prep step: it reads ``data.*``, ``features.enabled`` and ``drift.reference_rows``
+    besides ``dataset.*``. With ``features.enabled`` the rows come from the Feast repository by point-in-time
+    retrieval (:func:`kfkit.features.training.training_frame`), so training and serving read one repository.
+    """
+    frame = None
+    if cfg.features.enabled:
+        from kfkit.features.training import training_frame
+
+        frame = training_frame(cfg)
+    elif cfg.data.engine == "spark" and cfg.data.spark.master == "k8s":
+        from kfkit.data.spark_job import prepare_on_cluster
+
+        return prepare_on_cluster(cfg, out_dir)
+    return prepare(cfg.dataset, out_dir, frame=frame, data=cfg.data, reference_rows=cfg.drift.reference_rows)
+
+
+def _prepare_pandas(
+    cfg: DatasetConfig, out_dir: str | Path, frame: pd.DataFrame | None, *, data: DataConfig, reference_rows: int
+) -> PreparedData:
     import numpy as np
-    from sklearn.model_selection import train_test_split
 
     from kfkit.data.sources import load
+    from kfkit.data.split import SPLIT_CODES, assign_splits, reference_hash, split_hash
 
     if frame is None:
         frame = load(cfg)
+    frame = frame.reset_index(drop=True)  # positions are the row numbers messages and the split key use
     features = feature_columns(frame, cfg)
     frame = validate_frame(frame, cfg, features)
+    positions = frame.index.to_numpy(dtype=np.int64)
+    keys = positions if data.split_key is None else _key_values(frame, data.split_key)
     keep = [c for c in [*features, cfg.label, cfg.entity_column, cfg.timestamp_column] if c and c in frame.columns]
     frame = frame[keep].reset_index(drop=True)
     frame[features] = frame[features].astype(np.float32)
     frame[cfg.label] = frame[cfg.label].astype("int64")
-    holdout = cfg.val_fraction + cfg.test_fraction
-    try:
-        train, rest = train_test_split(frame, test_size=holdout, stratify=frame[cfg.label], random_state=cfg.seed)
-        val, test = train_test_split(
-            rest, test_size=cfg.test_fraction / holdout, stratify=rest[cfg.label], random_state=cfg.seed
-        )
-    except ValueError as e:
-        raise DatasetError(f"cannot split {len(frame)} rows stratified by {cfg.label!r}: {e}") from e
+    hashes = split_hash(keys, cfg.seed)
+    labels = frame[cfg.label].to_numpy()
+    codes = assign_splits(labels, hashes, positions, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction)
+    rows = {split: int((codes == code).sum()) for split, code in SPLIT_CODES.items()}
+    check_splits(rows, len(frame), cfg)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    parts = {"train": train, "val": val, "test": test}
-    for split, part in parts.items():
-        part.reset_index(drop=True).to_parquet(out / f"{split}.parquet", index=False)
-    prepared = PreparedData(
-        out_dir=str(out),
-        feature_names=features,
-        label=cfg.label,
-        rows={k: int(len(v)) for k, v in parts.items()},
-        positives={k: int(v[cfg.label].sum()) for k, v in parts.items()},
-    )
-    (out / "schema.json").write_text(json.dumps(asdict(prepared), indent=2) + "\n")
-    described = train[features].describe().T[["mean", "std", "min", "max"]]
-    (out / "stats.json").write_text(described.to_json(orient="index", indent=2) + "\n")
+    positives = {}
+    for split, code in SPLIT_CODES.items():
+        part = frame.loc[codes == code].reset_index(drop=True)
+        # Microsecond timestamps, as Spark writes them: both engines' files have one schema.
+        part.to_parquet(out / f"{split}.parquet", index=False, row_group_size=data.shard_rows,
+                        coerce_timestamps="us", allow_truncated_timestamps=True)  # fmt: skip
+        positives[split] = int(part[cfg.label].sum())
+    train_mask = codes == SPLIT_CODES["train"]
+    train = frame.loc[train_mask, features].astype(np.float64)
+    stats = {
+        name: {"mean": train[name].mean(), "std": train[name].std(), "min": train[name].min(), "max": train[name].max()}
+        for name in features
+    }
+    order = np.lexsort((positions[train_mask], reference_hash(hashes[train_mask])))[:reference_rows]
+    reference = frame.loc[train_mask, features].iloc[np.sort(order)].reset_index(drop=True)
+    reference.to_parquet(out / REFERENCE_FILE, index=False)
+    prepared = PreparedData(str(out), features, cfg.label, rows, positives, engine="pandas")
+    write_metadata(out, prepared, stats)
     return prepared
+
+
+def check_splits(rows: dict[str, int], total: int, cfg: DatasetConfig) -> None:
+    """Every split must get rows.
+
+    Raises:
+        DatasetError: one would be empty (too few rows for the fractions).
+    """
+    for split, count in rows.items():
+        if not count:
+            raise DatasetError(
+                f"cannot split {total} rows stratified by {cfg.label!r}: the {split} split would be empty; "
+                f"add rows or raise dataset.val_fraction / dataset.test_fraction"
+            )
+
+
+def write_metadata(out: Path, prepared: PreparedData, stats: dict[str, dict[str, Any]]) -> None:
+    """Write ``schema.json`` and ``stats.json`` (both engines: one format, full float precision, NaN as null)."""
+
+    def number(value: Any) -> float | None:
+        value = float(value)
+        return None if math.isnan(value) else value
+
+    (out / "schema.json").write_text(json.dumps(asdict(prepared), indent=2) + "\n")
+    clean = {name: {k: number(v) for k, v in values.items()} for name, values in stats.items()}
+    (out / "stats.json").write_text(json.dumps(clean, indent=2) + "\n")
 
 
 def load_prepared(out_dir: str | Path) -> PreparedData:
@@ -143,14 +240,31 @@ def load_prepared(out_dir: str | Path) -> PreparedData:
     return PreparedData(**data)
 
 
-def _bad_cells(columns: list[str], missing: np.ndarray, infinite: np.ndarray, limit: int = 5) -> str:
-    """Each column with NaN or inf values, what they are and in which rows (0-based, first ``limit``)."""
+def _key_values(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """``data.split_key``'s values as int64.
+
+    Raises:
+        DatasetError: the column is missing or not integer.
+    """
+    import pandas as pd
+
+    if column not in frame.columns:
+        raise DatasetError(f"data.split_key={column!r} is not a column; the data has {list(frame.columns)[:40]}")
+    if not pd.api.types.is_integer_dtype(frame[column]):
+        raise DatasetError(
+            f"data.split_key={column!r} has type {frame[column].dtype}, not an integer; name an integer id column"
+        )
+    return frame[column].to_numpy(dtype="int64")
+
+
+def _bad_cells(columns: list[str], missing: np.ndarray, infinite: np.ndarray) -> list[checks.BadCells]:
+    """Each column's NaN and inf cells: count and first rows (0-based), for :func:`checks.bad_values`."""
     import numpy as np
 
-    parts = []
+    cells: list[checks.BadCells] = []
     for j, column in enumerate(columns):
         for kind, mask in (("missing", missing[:, j]), ("infinite", infinite[:, j])):
-            if rows := np.flatnonzero(mask).tolist():
-                more = " ..." if len(rows) > limit else ""
-                parts.append(f"column {column!r} has {len(rows)} {kind} value(s) (rows {rows[:limit]}{more})")
-    return "; ".join(parts)
+            rows = np.flatnonzero(mask)
+            if len(rows):
+                cells.append((column, kind, len(rows), rows[: checks.ROW_LIMIT].tolist()))
+    return cells

@@ -12,7 +12,15 @@ if TYPE_CHECKING:
 
     from kfkit.config import DatasetConfig
 
-__all__ = ["load", "breast_cancer", "synthetic_fraud", "read_table", "dataset_file", "N_FRAUD_FEATURES"]
+__all__ = [
+    "load",
+    "breast_cancer",
+    "synthetic_fraud",
+    "read_table",
+    "dataset_file",
+    "parquet_files",
+    "N_FRAUD_FEATURES",
+]
 
 N_FRAUD_FEATURES = 30
 # Features whose class-conditional means differ (the signal) and those that drift moves.
@@ -99,15 +107,37 @@ def synthetic_fraud(
 
 
 def dataset_file(path: str) -> Path:
-    """The file ``dataset.path`` names.
+    """The file (or folder of Parquet shards) ``dataset.path`` names.
 
     Raises:
-        DatasetError: it does not exist.
+        DatasetError: it does not exist, or is a folder without ``*.parquet`` files.
     """
     file = Path(path).expanduser()
+    if file.is_dir():
+        parquet_files(file)  # a folder must hold shards
+        return file
     if not file.is_file():
         raise DatasetError(f"dataset.path={path!r} does not exist; pass dataset.path=/path/to/data.csv (or .parquet)")
     return file
+
+
+def parquet_files(path: str | Path) -> list[Path]:
+    """The Parquet file ``path``, or the ``*.parquet`` shards of a folder in file-name order.
+
+    That order is the row order both prep engines number rows in (messages, the split key).
+
+    Raises:
+        DatasetError: a folder holds no ``*.parquet`` file.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        return [folder]
+    files = sorted(folder.glob("*.parquet"))
+    if not files:
+        raise DatasetError(
+            f"dataset.path={str(path)!r} is a folder without *.parquet files; point it at a file or a folder of shards"
+        )
+    return files
 
 
 def read_table(path: str) -> pd.DataFrame:
@@ -121,6 +151,11 @@ def read_table(path: str) -> pd.DataFrame:
     file = dataset_file(path)
     suffix = file.suffix.lower()
     try:
+        if file.is_dir():
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            return pa.concat_tables([pq.read_table(f) for f in parquet_files(file)]).to_pandas()
         if suffix in (".csv", ".txt"):
             return pd.read_csv(file)
         if suffix in (".parquet", ".pq"):

@@ -136,10 +136,24 @@ def set_rng_state(state: dict[str, Any], device: str) -> None:
     random.setstate((python_state["version"], tuple(python_state["internal"]), python_state["gauss_next"]))
 
 
-def run_fingerprint(cfg: KfkitConfig, *, world_size: int, precision: str, rows: int, features: list[str]) -> dict:
-    """What must match for a checkpoint to continue this run exactly (log and timeout settings need not)."""
+def run_fingerprint(
+    cfg: KfkitConfig,
+    *,
+    world_size: int,
+    precision: str,
+    rows: int,
+    features: list[str],
+    order: dict[str, Any] | None = None,
+) -> dict:
+    """What must match for a checkpoint to continue this run exactly (log and timeout settings need not).
+
+    ``order`` holds what the epoch order depends on besides the seed (the split's row groups and the
+    shuffle buffer): not training.data, since memory and stream share one order and a run may resume
+    in the other mode.
+    """
     t = cfg.training
     return {
+        **({"order": order} if order is not None else {}),
         "world_size": world_size,
         "rows": rows,
         "features": list(features),

@@ -1,25 +1,29 @@
 """The PyTorch DDP trainer: one rank's training of the tabular MLP on a prepared dataset, phase by phase.
 
-Every rank holds the whole training split as tensors and trains on its shard of a per-epoch permutation;
-rank 0 alone validates, decides early stopping (and tells the others), writes checkpoints, and writes
-the model. :mod:`kfkit.training.worker` runs it in each process torchrun starts.
+Every rank holds the whole training split as tensors (``training.data=memory``), or streams only the row
+groups its share of the epoch covers (``training.data=stream``, :func:`kfkit.training.data.stream_batches`),
+and trains on its share of a per-epoch order that both modes share; rank 0 alone validates, decides early
+stopping (and tells the others), writes checkpoints, and writes the model. :mod:`kfkit.training.worker` runs
+it in each process torchrun starts.
 
 Determinism: the weights depend only on the seed (initialisation), the data order only on (seed,
 epoch), and dropout only on each rank's generator, whose state every checkpoint keeps. So a run killed
 and resumed from its checkpoint ends with the same weights as one that was never interrupted.
 
-About 470 lines, past the usual 400: the phases share one state and one order of random draws, which is
+About 500 lines, past the usual 400: the phases share one state and one order of random draws, which is
 easiest to check when it reads top to bottom in one class.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import os
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -98,7 +102,14 @@ class DDPTrainer:
         from kfkit.data.prep import load_prepared
         from kfkit.model import build_model, spec_from_config
         from kfkit.training.checkpoint import CHECKPOINT_FILE, checkpoint_dir, run_fingerprint
-        from kfkit.training.data import load_split, positive_weight, shard_size
+        from kfkit.training.data import (
+            feature_moments,
+            load_split,
+            positive_weight,
+            row_group_sizes,
+            shard_size,
+            streamed_moments,
+        )
         from kfkit.training.early_stopping import EarlyStopping
         from kfkit.training.plan import plan_training
         from kfkit.training.precision import device_and_backend, resolve_precision
@@ -117,7 +128,15 @@ class DDPTrainer:
 
         prepared = load_prepared(self.prepared_dir)
         features, label = prepared.feature_names, prepared.label
-        self.x_train, self.y_train = load_split(prepared.split_path("train"), features, label, device)
+        self.features, self.label, self.train_path = features, label, prepared.split_path("train")
+        # The epoch order follows the row groups and the buffer, in both modes (so both train alike).
+        self.row_groups = row_group_sizes(self.train_path)
+        self.buffer_rows = self.cfg.data.shuffle_buffer_rows
+        self.stream = tc.data == "stream"
+        if self.stream:  # the split stays on disk; each epoch reads this rank's row groups
+            self.x_train = self.y_train = None
+        else:
+            self.x_train, self.y_train = load_split(self.train_path, features, label, device)
         # Only rank 0 validates; the others learn its verdict through a broadcast.
         self.x_val, self.y_val = (
             load_split(prepared.split_path("val"), features, label, device) if rank == 0 else (None, None)
@@ -125,7 +144,7 @@ class DDPTrainer:
         # The auto settings follow the splits (the same on every rank: they read the same schema).
         self.plan = plan_training(
             tc,
-            train_rows=len(self.y_train),
+            train_rows=prepared.rows["train"],
             val_rows=prepared.rows["val"],
             val_positives=prepared.positives["val"],
             world_size=self.world_size,
@@ -139,19 +158,31 @@ class DDPTrainer:
         torch.manual_seed(tc.seed)
         self.spec = spec_from_config(self.cfg, features, label, world_size=self.world_size)
         self.model = model = build_model(self.spec).to(device)
-        # Standardise with training-split statistics (every rank holds the whole split, so all agree).
-        model.feature_mean.copy_(self.x_train.mean(0))
-        model.feature_std.copy_(self.x_train.std(0).clamp_min(1e-6))
+        # Standardise with training-split statistics, in float64 over the row groups whichever the mode
+        # (every rank reads the same rows, so all agree, and memory and stream agree bit for bit).
+        if self.stream:
+            mean, std = streamed_moments(self.train_path, features)
+        else:
+            x_cpu = self.x_train.cpu().numpy()
+            bounds = [0, *itertools.accumulate(self.row_groups)]
+            mean, std = feature_moments(x_cpu[a:b] for a, b in itertools.pairwise(bounds))
+        model.feature_mean.copy_(torch.from_numpy(mean).float())
+        model.feature_std.copy_(torch.from_numpy(std).float().clamp_min(1e-6))
         # A different dropout stream per rank, reproducible from the seed.
         torch.manual_seed(tc.seed + 1 + rank)
 
-        self.rows = rows = len(self.y_train)
-        self.pos_weight = positive_weight(self.y_train, tc.pos_weight)
+        self.rows = rows = prepared.rows["train"]
+        self.pos_weight = positive_weight(prepared.positives["train"], tc.pos_weight, rows=rows)
         self.loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(self.pos_weight, device=device))
         self.steps_per_epoch = math.ceil(shard_size(rows, self.world_size) / tc.batch_size)
         self.ckpt_path = checkpoint_dir(tc.checkpoint_dir, self.out_dir) / CHECKPOINT_FILE
         self.fingerprint = run_fingerprint(
-            self.cfg, world_size=self.world_size, precision=self.precision, rows=rows, features=features
+            self.cfg,
+            world_size=self.world_size,
+            precision=self.precision,
+            rows=rows,
+            features=features,
+            order={"row_groups": self.row_groups, "buffer_rows": self.buffer_rows},
         )
 
         self.ddp_model = model
@@ -232,22 +263,15 @@ class DDPTrainer:
         import torch
         import torch.distributed as dist
 
-        from kfkit.training.data import epoch_indices
-
         tc, progress, device = self.tc, self.progress, self.device
         _sync(device)
-        epoch_start = time.perf_counter()  # the per-epoch gather below counts as training time
-        order = epoch_indices(
-            self.rows, seed=tc.seed, epoch=progress.epoch, rank=self.rank, world_size=self.world_size
-        ).to(device)
-        # One gather per epoch, then every batch is a contiguous view: no per-step indexing copy.
-        x_epoch, y_epoch = self.x_train.index_select(0, order), self.y_train.index_select(0, order)
+        epoch_start = time.perf_counter()  # the per-epoch gather (or the reads) count as training time
         model, optimizer, scaler = self.ddp_model, self.optimizer, self.scaler
         model.train()
         processed = 0
+        batches = self._batches()
         for step in range(progress.step_in_epoch, self.steps_per_epoch):
-            begin = step * tc.batch_size
-            xb, yb = x_epoch[begin : begin + tc.batch_size], y_epoch[begin : begin + tc.batch_size]
+            xb, yb = next(batches)
             optimizer.zero_grad(set_to_none=True)
             with self.autocast():
                 logits = model(xb)
@@ -275,6 +299,24 @@ class DDPTrainer:
         if self.distributed:
             dist.all_reduce(totals)
         return elapsed, float(totals[0] / max(float(totals[1]), 1.0)), float(totals[2]) / max(elapsed, 1e-9)
+
+    def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The rest of this epoch's batches on this rank: streamed from disk, or slices of one gather."""
+        from kfkit.training.data import epoch_order, stream_batches
+
+        tc, progress = self.tc, self.progress
+        where = {"seed": tc.seed, "epoch": progress.epoch, "rank": self.rank, "world_size": self.world_size,
+                 "buffer_rows": self.buffer_rows}  # fmt: skip
+        if self.stream:
+            yield from stream_batches(self.train_path, self.features, self.label, batch_size=tc.batch_size,
+                                      start_step=progress.step_in_epoch, device=self.device, **where)  # fmt: skip
+            return
+        order = epoch_order(self.row_groups, **where).to(self.device)
+        # One gather per epoch, then every batch is a contiguous view: no per-step indexing copy.
+        x_epoch, y_epoch = self.x_train.index_select(0, order), self.y_train.index_select(0, order)
+        for step in range(progress.step_in_epoch, self.steps_per_epoch):
+            begin = step * tc.batch_size
+            yield x_epoch[begin : begin + tc.batch_size], y_epoch[begin : begin + tc.batch_size]
 
     def validate_and_broadcast(self) -> tuple[float, float, bool]:
         """Phase 4: rank 0 validates and decides on early stopping; one broadcast gives every rank its verdict.
