@@ -12,7 +12,7 @@ REGISTRY    ?= localhost/kfkit
 TAG         ?= dev
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint format bench bench-train bench-serve tools images clean help
+.PHONY: setup run test lint format bench bench-train bench-prep bench-serve tools images clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -72,6 +72,9 @@ bench: bench-train bench-serve  ## both benchmarks (results and method: docs/ben
 
 bench-train: $(VENV)/.installed  ## training throughput, 1 vs 2 DDP processes (ARGS="--rows 1000000 ...")
 	$(VENV)/bin/kfkit bench train $(ARGS)
+
+bench-prep: $(VENV)/.installed  ## prep at scale, pandas vs Spark (ARGS="prep --engine spark --input DIR --out DIR")
+	$(VENV)/bin/python -m scripts.bench.prep_scale $(ARGS)
 
 bench-serve: $(VENV)/.installed $(MLSERVER_VENV)/.installed  ## serving load test vs MLServer (ARGS="--full")
 	$(VENV)/bin/kfkit bench serve $(ARGS)
