@@ -72,8 +72,12 @@ def assemble(
     for name in ("schema.json", "stats.json"):
         shutil.copy2(Path(prepared_dir) / name, out / name)
     schema = json.loads((Path(prepared_dir) / "schema.json").read_text())
-    train = pd.read_parquet(Path(prepared_dir) / "train.parquet", columns=schema["feature_names"])
-    reference = train.sample(n=min(cfg.drift.reference_rows, len(train)), random_state=cfg.dataset.seed)
+    drawn = Path(prepared_dir) / REFERENCE_FILE  # prep's hash-drawn sample: no need to read the whole split
+    if drawn.exists():
+        reference = pd.read_parquet(drawn, columns=schema["feature_names"])
+    else:  # prepared by an older kfkit
+        train = pd.read_parquet(Path(prepared_dir) / "train.parquet", columns=schema["feature_names"])
+        reference = train.sample(n=min(cfg.drift.reference_rows, len(train)), random_state=cfg.dataset.seed)
     reference = reference.reset_index(drop=True)
     if PROBABILITY not in reference.columns:  # the model's own answers: the output-drift test's reference
         score, _ = load_scorer(out)
