@@ -207,9 +207,25 @@ def validate(cfg: KfkitConfig) -> None:
     _check_drift(cfg.drift)
     from kfkit.config import cluster, data, features  # each section checks its own groups
 
-    data.check(cfg)
-    features.check(cfg)
-    cluster.check(cfg)
+    data.check(cfg.data)
+    features.check(cfg.features)
+    cluster.check(cfg.images, cfg.kubeflow)
+    _check_across_groups(cfg)
+
+
+def _check_across_groups(cfg: KfkitConfig) -> None:
+    """Rules that join two groups: the data engine's and Feast's needs of the dataset and of training."""
+    from kfkit.config.data import TRAINING_DATA
+
+    _choice("training.data", cfg.training.data, TRAINING_DATA)
+    if cfg.data.split_key is not None and cfg.data.split_key == cfg.dataset.label:
+        raise ConfigError(f"data.split_key={cfg.data.split_key!r} is the label; name an id column, or leave it unset")
+    if cfg.features.enabled and not (cfg.dataset.entity_column and cfg.dataset.timestamp_column):
+        raise ConfigError(
+            f"features.enabled=true needs an entity and a timestamp column, but dataset={cfg.dataset.kind} has "
+            f"entity_column={cfg.dataset.entity_column!r} timestamp_column={cfg.dataset.timestamp_column!r}; "
+            "use dataset=synthetic_fraud or set dataset.entity_column and dataset.timestamp_column"
+        )
 
 
 def _check_drift(drift: DriftConfig) -> None:

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 from kfkit.errors import ConfigError
-
-if TYPE_CHECKING:
-    from kfkit.config.schema import KfkitConfig
 
 __all__ = ["ImagesConfig", "KubeflowConfig", "RecurringConfig", "AUTH_MODES", "DEFAULT_IMAGE", "check"]
 
@@ -116,13 +113,12 @@ class KubeflowConfig:
     """A recurring run instead of one run."""
 
 
-def check(cfg: KfkitConfig) -> None:
-    """Check this module's groups of ``cfg``.
+def check(images: ImagesConfig, kubeflow: KubeflowConfig) -> None:
+    """Check the ``images`` and ``kubeflow`` groups.
 
     Raises:
         ConfigError: naming the key, the value, and what would be accepted.
     """
-    images = cfg.images
     for key, value in (("images.main", images.main), ("images.drift", images.drift)):
         if not _IMAGE.fullmatch(value):
             raise ConfigError(
@@ -134,7 +130,7 @@ def check(cfg: KfkitConfig) -> None:
                 f"{key}={value!r} has no digest and images.require_digest=true; pin it: "
                 f"{key}=REGISTRY/NAME@sha256:<digest> (the digest the image push reported)"
             )
-    kf = cfg.kubeflow
+    kf = kubeflow
     if kf.auth not in AUTH_MODES:
         raise ConfigError(f"kubeflow.auth={kf.auth!r} is not one of {', '.join(AUTH_MODES)}")
     if kf.auth == "token" and not kf.token_file:

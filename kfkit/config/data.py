@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 from kfkit.errors import ConfigError
-
-if TYPE_CHECKING:
-    from kfkit.config.schema import KfkitConfig
 
 __all__ = ["DataConfig", "SparkConfig", "ENGINES", "TRAINING_DATA", "check"]
 
@@ -86,19 +83,15 @@ class DataConfig:
     """The Spark engine's session or SparkApplication."""
 
 
-def check(cfg: KfkitConfig) -> None:
-    """Check the data group and ``training.data``.
+def check(data: DataConfig) -> None:
+    """Check the ``data`` group (``training.data`` and the split key against the label: ``kfkit.config.validate``).
 
     Raises:
         ConfigError: naming the key, the value, and what would be accepted.
     """
-    data, spark = cfg.data, cfg.data.spark
-    for key, value, allowed in (
-        ("data.engine", data.engine, ENGINES),
-        ("training.data", cfg.training.data, TRAINING_DATA),
-    ):
-        if value not in allowed:
-            raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
+    spark = data.spark
+    if data.engine not in ENGINES:
+        raise ConfigError(f"data.engine={data.engine!r} is not one of {', '.join(ENGINES)}")
     for key, number in (
         ("data.shard_rows", data.shard_rows),
         ("data.shuffle_buffer_rows", data.shuffle_buffer_rows),
@@ -126,5 +119,3 @@ def check(cfg: KfkitConfig) -> None:
             raise ConfigError(f"{key}={size!r} is not a JVM memory size; use e.g. 512m or 4g")
     if spark.namespace is not None and not _DNS_LABEL.fullmatch(spark.namespace):
         raise ConfigError(f"data.spark.namespace={spark.namespace!r} is not a Kubernetes namespace name")
-    if data.split_key is not None and data.split_key == cfg.dataset.label:
-        raise ConfigError(f"data.split_key={data.split_key!r} is the label; name an id column, or leave it unset")

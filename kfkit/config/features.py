@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 from kfkit.errors import ConfigError
-
-if TYPE_CHECKING:
-    from kfkit.config.schema import KfkitConfig
 
 __all__ = ["FeaturesConfig", "RedisConfig", "ONLINE_STORES", "STALE_POLICIES", "TRANSFORMS", "check"]
 
@@ -72,13 +69,12 @@ class FeaturesConfig:
     """Entities `kfkit features serve-check` compares between the offline and the online store."""
 
 
-def check(cfg: KfkitConfig) -> None:
-    """Check this module's groups of ``cfg``.
+def check(features: FeaturesConfig) -> None:
+    """Check the ``features`` group (that the dataset has the columns it needs: ``kfkit.config.validate``).
 
     Raises:
         ConfigError: naming the key, the value, and what would be accepted.
     """
-    features = cfg.features
     if features.online_store not in ONLINE_STORES:
         raise ConfigError(f"features.online_store={features.online_store!r} is not one of {', '.join(ONLINE_STORES)}")
     if features.stale_policy not in STALE_POLICIES:
@@ -99,9 +95,3 @@ def check(cfg: KfkitConfig) -> None:
             raise ConfigError(
                 f"features.transforms.{name}={transform!r} is not one of {', '.join(TRANSFORMS)} (e.g. log1p)"
             )
-    if features.enabled and not (cfg.dataset.entity_column and cfg.dataset.timestamp_column):
-        raise ConfigError(
-            f"features.enabled=true needs an entity and a timestamp column, but dataset={cfg.dataset.kind} has "
-            f"entity_column={cfg.dataset.entity_column!r} timestamp_column={cfg.dataset.timestamp_column!r}; "
-            "use dataset=synthetic_fraud or set dataset.entity_column and dataset.timestamp_column"
-        )

@@ -15,13 +15,19 @@ Both check the schema with the same messages (:mod:`kfkit.data.checks`), put eve
 
 from __future__ import annotations
 
-import json
-import math
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from kfkit.data import checks
+from kfkit.data.layout import (
+    REFERENCE_FILE,
+    SPLITS,
+    PreparedData,
+    check_splits,
+    feature_columns,
+    load_prepared,
+    write_metadata,
+)
 from kfkit.errors import DatasetError
 
 if TYPE_CHECKING:
@@ -42,35 +48,6 @@ __all__ = [
     "SPLITS",
     "REFERENCE_FILE",
 ]
-
-SPLITS = ("train", "val", "test")
-REFERENCE_FILE = "reference.parquet"
-
-
-@dataclass
-class PreparedData:
-    """What prep wrote, and the facts later steps need."""
-
-    out_dir: str
-    feature_names: list[str]
-    label: str
-    rows: dict[str, int]
-    positives: dict[str, int]
-    engine: str = "pandas"
-
-    def split_path(self, split: str) -> Path:
-        """Parquet file of one split."""
-        return Path(self.out_dir) / f"{split}.parquet"
-
-
-def feature_columns(frame: pd.DataFrame, cfg: DatasetConfig) -> list[str]:
-    """The configured features, or every numeric column except label, entity and timestamp."""
-    import pandas as pd
-
-    if cfg.features:
-        return list(cfg.features)
-    excluded = {cfg.label, cfg.entity_column, cfg.timestamp_column}
-    return [c for c in frame.columns if c not in excluded and pd.api.types.is_numeric_dtype(frame[c])]
 
 
 def validate_frame(frame: pd.DataFrame, cfg: DatasetConfig, features: list[str]) -> pd.DataFrame:
@@ -205,39 +182,6 @@ def _prepare_pandas(
     prepared = PreparedData(str(out), features, cfg.label, rows, positives, engine="pandas")
     write_metadata(out, prepared, stats)
     return prepared
-
-
-def check_splits(rows: dict[str, int], total: int, cfg: DatasetConfig) -> None:
-    """Every split must get rows.
-
-    Raises:
-        DatasetError: one would be empty (too few rows for the fractions).
-    """
-    for split, count in rows.items():
-        if not count:
-            raise DatasetError(
-                f"cannot split {total} rows stratified by {cfg.label!r}: the {split} split would be empty; "
-                f"add rows or raise dataset.val_fraction / dataset.test_fraction"
-            )
-
-
-def write_metadata(out: Path, prepared: PreparedData, stats: dict[str, dict[str, Any]]) -> None:
-    """Write ``schema.json`` and ``stats.json`` (both engines: one format, full float precision, NaN as null)."""
-
-    def number(value: Any) -> float | None:
-        value = float(value)
-        return None if math.isnan(value) else value
-
-    (out / "schema.json").write_text(json.dumps(asdict(prepared), indent=2) + "\n")
-    clean = {name: {k: number(v) for k, v in values.items()} for name, values in stats.items()}
-    (out / "stats.json").write_text(json.dumps(clean, indent=2) + "\n")
-
-
-def load_prepared(out_dir: str | Path) -> PreparedData:
-    """Read back what :func:`prepare` wrote to ``out_dir``."""
-    data = json.loads((Path(out_dir) / "schema.json").read_text())
-    data["out_dir"] = str(out_dir)
-    return PreparedData(**data)
 
 
 def _key_values(frame: pd.DataFrame, column: str) -> np.ndarray:

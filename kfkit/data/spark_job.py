@@ -28,7 +28,7 @@ from kfkit.errors import ConfigError, DatasetError, PipelineError
 
 if TYPE_CHECKING:
     from kfkit.config import KfkitConfig
-    from kfkit.data.prep import PreparedData
+    from kfkit.data.layout import PreparedData
 
 __all__ = [
     "API",
@@ -261,7 +261,7 @@ def prepare_on_cluster(
         PipelineError: the application failed or timed out, or wrote no prepared folder.
     """
     from kfkit.config import to_dict
-    from kfkit.data.prep import load_prepared
+    from kfkit.data.layout import load_prepared
     from kfkit.training.jobs import SHARED_MOUNT, SHARED_PVC
 
     mount = str(mount or SHARED_MOUNT)

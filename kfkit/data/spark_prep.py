@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kfkit.data import checks
+from kfkit.data.layout import REFERENCE_FILE, PreparedData, check_splits, write_metadata
 from kfkit.data.merge import REF, ROW, merge_parts
-from kfkit.data.prep import REFERENCE_FILE, PreparedData, check_splits, write_metadata
 from kfkit.data.split import BUCKET_SHIFT, SPLIT_CODES, locate, split_sizes
 from kfkit.errors import DatasetError
 

@@ -37,7 +37,7 @@ def write_offline_source(frame: pd.DataFrame, cfg: KfkitConfig, out_dir: str | P
     import numpy as np
     import pandas as pd
 
-    from kfkit.data.prep import feature_columns
+    from kfkit.data.layout import feature_columns
     from kfkit.features.repo import apply, generate_repo
 
     dataset = cfg.dataset
