@@ -15,7 +15,7 @@ from typing import Any
 from kfkit import __version__
 
 __all__ = ["PART_OF", "MANAGER", "RUN_AS_USER", "labels", "container_security_context", "pod_security_context",
-           "resources", "api_client", "api_message"]  # fmt: skip
+           "resources", "api_client", "api_message", "create_custom_object"]  # fmt: skip
 
 PART_OF = "kfkit"
 """app.kubernetes.io/part-of of everything kfkit creates."""
@@ -121,3 +121,39 @@ def api_message(error: Any) -> str:
         return json.loads(error.body).get("message") or error.reason
     except (TypeError, ValueError, AttributeError):
         return str(getattr(error, "reason", error))
+
+
+def create_custom_object(
+    api: Any, body: dict[str, Any], *, group: str, version: str, plural: str, error: type[Exception], what: str
+) -> None:
+    """Create a namespaced custom object (a job kfkit submits); a refusal is ``error`` saying what to do.
+
+    Args:
+        api: A kubernetes ``CustomObjectsApi``.
+        body: The object; its metadata names the namespace.
+        group: API group, e.g. ``kubeflow.org``.
+        version: API version, e.g. ``v1``.
+        plural: Resource plural, e.g. ``pytorchjobs``.
+        error: The KfkitError subclass to raise (TrainingError, PipelineError ...).
+        what: What the object is, for the 404 and 409 hints ("the PyTorchJob CRD", "the Spark Operator").
+
+    Raises:
+        error: the API refused it (404: CRD or namespace missing; 403: RBAC; 409: the name exists) or is
+            unreachable.
+    """
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    namespace = body["metadata"]["namespace"]
+    where = f"{body['kind']} {namespace}/{body['metadata']['name']}"
+    try:
+        api.create_namespaced_custom_object(group, version, namespace, plural, body)
+    except ApiException as e:
+        hint = {
+            404: f"is {what} ({plural}.{group}) installed, and does namespace {namespace!r} exist?",
+            403: f"grant the step's service account `create` on {plural}.{group} in {namespace!r}",
+            409: "an object of that name exists already; delete it or let the step pick a new name",
+        }.get(e.status, "see the API server's message")
+        raise error(f"could not create {where}: {e.status} {api_message(e)}; {hint}") from e
+    except HTTPError as e:
+        raise error(f"could not reach the Kubernetes API to create {where}: {e}") from e

@@ -195,17 +195,9 @@ def submit_and_wait(
     )
     api = client.CustomObjectsApi(api_client)
     where = f"{kind} {namespace}/{name}"
-    try:
-        api.create_namespaced_custom_object(group, version, namespace, plural, app)
-    except ApiException as e:
-        hint = {
-            404: f"is the Spark Operator installed (CRD {plural}.{group}), and does namespace {namespace!r} exist?",
-            403: f"grant the step's service account `create` on {plural}.{group} in {namespace!r}",
-            409: "an application of that name exists already; delete it or let the step pick a new name",
-        }.get(e.status, "see the API server's message")
-        raise PipelineError(f"could not create {where}: {e.status} {kube.api_message(e)}; {hint}") from e
-    except HTTPError as e:
-        raise PipelineError(f"could not reach the Kubernetes API to create {where}: {e}") from e
+    kube.create_custom_object(
+        api, app, group=group, version=version, plural=plural, error=PipelineError, what="the Spark Operator's CRD"
+    )
     print(f"[prep] submitted {where}; waiting up to {timeout_s:g}s", flush=True)
     deadline, last_state, read_errors = time.monotonic() + timeout_s, "", 0
     while True:

@@ -83,17 +83,9 @@ def submit_and_wait(
     )
     api = client.CustomObjectsApi(api_client)
     where = f"{kind} {namespace}/{name}"
-    try:
-        api.create_namespaced_custom_object(group, version, namespace, plural, job)
-    except ApiException as e:
-        hint = {
-            404: f"is the {kind} CRD ({plural}.{group}) installed, and does namespace {namespace!r} exist?",
-            403: f"grant the step's service account `create` on {plural}.{group} in {namespace!r}",
-            409: "a job of that name exists already; delete it or let the step pick a new name",
-        }.get(e.status, "see the API server's message")
-        raise TrainingError(f"could not create {where}: {e.status} {kube.api_message(e)}; {hint}") from e
-    except HTTPError as e:
-        raise TrainingError(f"could not reach the Kubernetes API to create {where}: {e}") from e
+    kube.create_custom_object(
+        api, job, group=group, version=version, plural=plural, error=TrainingError, what=f"the {kind} CRD"
+    )
     print(f"[train] submitted {where}; waiting up to {timeout_s:g}s", flush=True)
     deadline = time.monotonic() + timeout_s
     last_state, read_errors = "", 0
