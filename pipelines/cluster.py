@@ -25,7 +25,7 @@ REGISTRY_STEPS = ("gate", "publish", "deploy", "smoke_test")
 
 
 def apply_cluster_settings(tasks: dict[str, PipelineTask], cfg: KfkitConfig) -> None:
-    """Set every step's image, caching and secrets, and train's retry policy, from ``cfg``.
+    """Set every step's image, caching and secrets, train's retry policy and prep's claim, from ``cfg``.
 
     Args:
         tasks: The pipeline's tasks by step name (prep, train, evaluate, gate, publish, deploy, smoke_test).
@@ -43,6 +43,11 @@ def apply_cluster_settings(tasks: dict[str, PipelineTask], cfg: KfkitConfig) -> 
             task.set_caching_options(False)
         if s3 and kf.s3_secret and name in REGISTRY_STEPS:
             kubernetes.use_secret_as_env(task, secret_name=kf.s3_secret, secret_key_to_env=dict(kf.s3_secret_keys))
+    if cfg.data.engine == "spark" and cfg.data.spark.master == "k8s":
+        from kfkit.training.jobs import SHARED_MOUNT, SHARED_PVC
+
+        # The SparkApplication reads the input from and writes the splits to the shared claim; prep stages both.
+        kubernetes.mount_pvc(tasks["prep"], pvc_name=SHARED_PVC, mount_path=SHARED_MOUNT)
     if kf.train_retries:
         tasks["train"].set_retry(
             num_retries=kf.train_retries,

@@ -111,3 +111,17 @@ def test_config_files_compose(tmp_path):
         assert cfg.training.epochs == compose([]).training.epochs  # inherited from default.yaml
         assert cfg.training.nproc == cfg.training.cluster.gpus_per_node
         compile_train(cfg, tmp_path)
+
+
+@pytest.mark.parametrize(("master", "mounted"), [("k8s", True), ("local", False)])
+def test_prep_mounts_the_shared_claim_only_when_spark_runs_on_the_cluster(tmp_path, master, mounted):
+    from kfkit.pipelines.compile import compile_pipeline
+
+    config = to_dict(compose(["data.engine=spark", f"data.spark.master={master}"]))
+    path = compile_pipeline(tmp_path / "pipeline.yaml", config)
+    docs = list(yaml.safe_load_all(path.read_text()))
+    platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"] if len(docs) > 1 else {}
+    mounts = platform.get("exec-prep", {}).get("pvcMount", [])
+    assert [(m["mountPath"], m["pvcNameParameter"]["runtimeValue"]["constant"]) for m in mounts] == (
+        [(SHARED_MOUNT, SHARED_PVC)] if mounted else []
+    )
