@@ -75,7 +75,9 @@ def test_gate_stops_a_worse_model_after_production_was_promoted(tmp_path, free_p
     assert worse.returncode == 3, worse.stdout[-3000:] + worse.stderr[-3000:]
     last = worse.stderr.strip().splitlines()[-1]
     assert last.startswith("kfkit run: error: step gate failed: gate rejected breast-cancer-mlp: ")
-    assert "< floor 0.8 (gate.min_metrics)" in last  # its roc_auc is near chance
+    # Not asserted: the 0.8 floor. A model trained on the shuffled rows can still rank clean breast-cancer rows
+    # well (measured: ROC-AUC 0.898 on the hash split), as nearly all 30 features rise with malignancy;
+    # what must stop it is the comparison with production on the same test rows.
     assert "below production version 1" in last and "on the same test rows" in last
     assert "nothing was published or deployed" in last
     assert "[publish]" not in worse.stdout and "[deploy]" not in worse.stdout
@@ -85,4 +87,12 @@ def test_gate_stops_a_worse_model_after_production_was_promoted(tmp_path, free_p
     decisions = sorted((tmp_path / "work" / "pipeline_root").glob("*/gate/decision"), key=lambda p: p.stat().st_mtime)
     rejected = json.loads(decisions[-1].read_text())
     assert rejected["passed"] is False and rejected["champion"]["version"] == "1"
-    assert rejected["champion"]["metrics"]["roc_auc"] > 0.95 > 0.8 > rejected["candidate"]["metrics"]["roc_auc"]
+    champion, candidate = rejected["champion"]["metrics"]["roc_auc"], rejected["candidate"]["metrics"]["roc_auc"]
+    assert champion > 0.95 and candidate < champion - cfg_max_regression()
+
+
+def cfg_max_regression() -> float:
+    """gate.max_regression of the default config: how far below production a candidate may score."""
+    from kfkit.config import compose
+
+    return compose([]).gate.max_regression
